@@ -1,0 +1,1 @@
+"""scabench's harness: configs, grids, runner, results store, synthetic studies and the CLI."""

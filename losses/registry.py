@@ -1,0 +1,289 @@
+"""The loss registry: names -> loss functions, with their paper, reference and parameters.
+
+A loss is a plain function ``fn(pred, target, *, eps=1e-7, **params) -> Tensor[...]`` on
+xyxy boxes of shape ``[..., 4]``, one value per box, no reduction. Its parameters are its
+keyword-only arguments; their defaults are the published ones. ``get_loss`` wraps it in a
+:class:`BoxLoss`, which checks shapes, computes in float32 under autocast and yields the
+similarity a detector uses as its objectness target.
+
+Names may be composed: ``"iou+cd"``, ``"so+0.5*cd"`` (weighted sum of registered losses,
+each with its defaults); see :func:`parse_expression`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+DEFAULT_EPS = 1e-7
+LossFn = Callable[..., Tensor]
+
+SIMILARITY_KINDS = ("one_minus_loss", "iou")
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """One registered loss and what a reader needs to trust it."""
+
+    name: str
+    fn: LossFn
+    formula: str
+    paper: str
+    reference: str
+    similarity: str = "one_minus_loss"
+    stateful: bool = False
+    detaches: bool = False  # a term is computed under no_grad: gradcheck does not apply
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, LossSpec] = {}
+
+
+def register(
+    name: str,
+    *,
+    formula: str,
+    paper: str,
+    reference: str,
+    similarity: str = "one_minus_loss",
+    stateful: bool = False,
+    detaches: bool = False,
+) -> Callable[[LossFn], LossFn]:
+    """Decorator that registers ``fn`` under ``name``; its keyword-only args are its parameters.
+
+    ``similarity`` says what a detector takes as objectness target: ``one_minus_loss``
+    (as the authors' YOLOv3 code does with GIoU/DIoU/CIoU/SCA) or plain ``iou`` (losses whose
+    value is no similarity, e.g. L1 or the focusing-weighted ones).
+    """
+    if similarity not in SIMILARITY_KINDS:
+        raise ValueError(f"similarity must be one of {SIMILARITY_KINDS}, got {similarity!r}")
+
+    def decorate(fn: LossFn) -> LossFn:
+        if name in _REGISTRY:
+            raise ValueError(f"loss {name!r} is already registered (by {_REGISTRY[name].fn.__module__})")
+        _check_name(name)
+        signature = inspect.signature(fn)
+        defaults = {
+            p.name: p.default
+            for p in signature.parameters.values()
+            if p.kind is p.KEYWORD_ONLY and p.name not in ("eps", "state")
+        }
+        missing = [k for k, v in defaults.items() if v is inspect.Parameter.empty]
+        if missing:
+            raise ValueError(f"loss {name!r}: parameters {missing} need published defaults")
+        _REGISTRY[name] = LossSpec(
+            name, fn, formula, paper, reference, similarity, stateful, detaches, defaults
+        )
+        return fn
+
+    return decorate
+
+
+def _check_name(name: str) -> None:
+    if not re.fullmatch(r"[a-z][a-z0-9_\-]*", name):
+        raise ValueError(f"loss name {name!r} must be lower-case letters, digits, '-' or '_'")
+
+
+def available() -> list[str]:
+    """Registered loss names, sorted."""
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def spec(name: str) -> LossSpec:
+    """The :class:`LossSpec` of a registered name; unknown names list what exists."""
+    _load_builtin()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown loss {name!r}; available: {', '.join(sorted(_REGISTRY))}") from None
+
+
+def _load_builtin() -> None:
+    # The built-in modules register themselves on import; importing the package does it.
+    import losses  # noqa: F401
+
+
+# --------------------------------------------------------------------------------------
+# Input checks
+
+
+def _check_pair(pred: Tensor, target: Tensor) -> None:
+    if pred.shape != target.shape or pred.shape[-1:] != (4,):
+        raise ValueError(
+            "pred and target must both have shape [..., 4] (xyxy) and match; "
+            f"got pred {tuple(pred.shape)} and target {tuple(target.shape)}"
+        )
+
+
+def check_boxes(boxes: Tensor, *, name: str = "boxes", allow_empty_area: bool = False) -> None:
+    """Validate xyxy boxes at a data boundary (not in the hot loss path: this syncs).
+
+    Raises ValueError naming the first bad box index and why: wrong shape, non-finite
+    coordinate, x2 < x1 or y2 < y1 (inverted), or zero area unless ``allow_empty_area``.
+    """
+    if boxes.ndim < 1 or boxes.shape[-1] != 4:
+        raise ValueError(f"{name}: expected shape [..., 4] (xyxy), got {tuple(boxes.shape)}")
+    flat = boxes.detach().reshape(-1, 4)
+    problems = [
+        (~torch.isfinite(flat).all(dim=1), "non-finite coordinate"),
+        (flat[:, 2] < flat[:, 0], "x2 < x1 (inverted box)"),
+        (flat[:, 3] < flat[:, 1], "y2 < y1 (inverted box)"),
+    ]
+    if not allow_empty_area:
+        problems.append(((flat[:, 2] <= flat[:, 0]) | (flat[:, 3] <= flat[:, 1]), "zero area"))
+    first: tuple[int, str] | None = None
+    for bad, why in problems:
+        hits = bad.nonzero()
+        if len(hits) and (first is None or int(hits[0]) < first[0]):
+            first = (int(hits[0]), why)
+    if first is not None:
+        index, why = first
+        where = tuple(int(i) for i in torch.unravel_index(torch.tensor(index), boxes.shape[:-1]))
+        where_str = where[0] if len(where) == 1 else where
+        raise ValueError(f"{name}[{where_str}] = {flat[index].tolist()}: {why}")
+
+
+# --------------------------------------------------------------------------------------
+# The callable a user gets
+
+
+class BoxLoss:
+    """A loss bound to its parameters: ``loss(pred, target) -> Tensor[...]`` (no reduction).
+
+    Half-precision inputs (and calls under autocast) are computed in float32: box areas
+    overflow fp16 above ~256 px. ``similarity(pred, target)`` gives the detached objectness
+    target. Stateful losses (Wise-IoU v2/v3) keep their running mean in ``self.state``
+    and update it only while ``self.training`` is true.
+    """
+
+    def __init__(self, spec: LossSpec, params: dict[str, Any], eps: float = DEFAULT_EPS):
+        self.spec = spec
+        self.name = spec.name
+        self.params = {**spec.defaults, **params}
+        self.eps = eps
+        self.state: dict[str, Tensor] = {}
+        self.training = True
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"BoxLoss({self.name}{', ' if args else ''}{args})"
+
+    def train(self, mode: bool = True) -> "BoxLoss":
+        self.training = mode
+        return self
+
+    def eval(self) -> "BoxLoss":
+        return self.train(False)
+
+    def __call__(self, pred: Tensor, target: Tensor) -> Tensor:
+        _check_pair(pred, target)
+        pred, target = _float32_if_half(pred), _float32_if_half(target)
+        kwargs = dict(self.params)
+        if self.spec.stateful:
+            kwargs["state"] = self.state if self.training else {**self.state, "frozen": True}
+        if torch.is_autocast_enabled(pred.device.type):
+            with torch.autocast(pred.device.type, enabled=False):
+                return self.spec.fn(pred, target, eps=self.eps, **kwargs)
+        return self.spec.fn(pred, target, eps=self.eps, **kwargs)
+
+    def similarity(self, pred: Tensor, target: Tensor, loss: Tensor | None = None) -> Tensor:
+        """Objectness target (detached): ``1 - loss`` or IoU, as the spec says.
+
+        Pass the already computed ``loss`` to avoid a second pass where it is ``1 - loss``.
+        """
+        with torch.no_grad():
+            if self.spec.similarity == "iou":
+                from losses.iou import box_iou_pairwise
+
+                return box_iou_pairwise(_float32_if_half(pred), _float32_if_half(target), eps=self.eps)
+            if loss is None:
+                loss = self(pred, target)
+            return 1.0 - loss.detach()
+
+
+def _float32_if_half(x: Tensor) -> Tensor:
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+class CompositeLoss(BoxLoss):
+    """A weighted sum of registered losses, e.g. ``iou+cd`` or ``so+0.5*cd``."""
+
+    def __init__(self, expression: str, terms: list[tuple[float, BoxLoss]]):
+        self.name = expression
+        self.terms = terms
+        self.params = {}
+        self.eps = terms[0][1].eps
+        self.training = True
+        self.spec = LossSpec(
+            expression,
+            self._sum,
+            " + ".join(f"{w:g}*({t.spec.formula})" if w != 1 else t.spec.formula for w, t in terms),
+            "; ".join(dict.fromkeys(t.spec.paper for _, t in terms)),
+            "composition of registered losses",
+            detaches=any(t.spec.detaches for _, t in terms),
+            stateful=any(t.spec.stateful for _, t in terms),
+        )
+
+    def train(self, mode: bool = True) -> "CompositeLoss":
+        self.training = mode
+        for _, term in self.terms:
+            term.train(mode)
+        return self
+
+    def _sum(self, pred: Tensor, target: Tensor, **_: Any) -> Tensor:
+        total = None
+        for weight, term in self.terms:
+            value = term(pred, target)
+            value = value if weight == 1 else weight * value
+            total = value if total is None else total + value
+        return total
+
+    def __call__(self, pred: Tensor, target: Tensor) -> Tensor:
+        _check_pair(pred, target)
+        return self._sum(pred, target)
+
+
+_TERM = re.compile(r"^\s*(?:(?P<weight>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*\*\s*)?(?P<name>[a-z][a-z0-9_\-]*)\s*$")
+
+
+def parse_expression(expression: str) -> list[tuple[float, str]]:
+    """Split ``"so + 0.5*cd"`` into ``[(1.0, "so"), (0.5, "cd")]``; names are not checked here."""
+    terms = []
+    for part in expression.split("+"):
+        match = _TERM.match(part)
+        if not match:
+            raise ValueError(
+                f"cannot read loss term {part.strip()!r} in {expression!r}; "
+                "write terms as NAME or WEIGHT*NAME joined by '+', e.g. 'so+0.5*cd'"
+            )
+        terms.append((float(match["weight"] or 1.0), match["name"]))
+    return terms
+
+
+def get_loss(name: str, *, eps: float = DEFAULT_EPS, **params: Any) -> BoxLoss:
+    """Return the loss ``name`` bound to ``params`` (published defaults for the rest).
+
+    ``name`` is a registered name (see :func:`available`) or a sum of them such as
+    ``"iou+cd"`` (IoU + corner alignment) or ``"so+0.5*cd"``. Unknown names or parameters
+    raise an error that lists what exists.
+    """
+    if "+" in name or "*" in name:
+        if params:
+            raise ValueError(
+                f"a composed loss {name!r} takes no parameters (got {sorted(params)}); "
+                "weight its terms instead, e.g. 'so+0.5*cd'"
+            )
+        terms = [(w, get_loss(n, eps=eps)) for w, n in parse_expression(name)]
+        return CompositeLoss(name.replace(" ", ""), terms)
+    loss_spec = spec(name)
+    unknown = sorted(set(params) - set(loss_spec.defaults))
+    if unknown:
+        known = ", ".join(f"{k}={v!r}" for k, v in loss_spec.defaults.items()) or "none"
+        raise ValueError(f"loss {name!r} has no parameter(s) {unknown}; its parameters: {known}")
+    return BoxLoss(loss_spec, params, eps)

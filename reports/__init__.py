@@ -1,0 +1,1 @@
+"""Tables and figures from scabench result folders (reads files, never trains)."""
