@@ -1,0 +1,80 @@
+"""Forward + backward time of every registered loss on N box pairs, as a ratio to torchvision's
+CIoU measured in the same run (``python -m bench.loss_speed`` or ``scabench bench-losses``).
+
+Timings interleave the candidates round by round and keep each one's median, so a busy
+machine slows all of them alike.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import torch
+from torchvision import ops
+
+import losses
+
+BASELINES: dict[str, Callable] = {
+    "torchvision.giou": ops.generalized_box_iou_loss,
+    "torchvision.diou": ops.distance_box_iou_loss,
+    "torchvision.ciou": ops.complete_box_iou_loss,
+}
+
+
+def random_boxes(n: int, device: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    xy = torch.rand(2, n, 2, generator=g) * 500
+    wh = torch.rand(2, n, 2, generator=g) * 100 + 1
+    boxes = torch.cat([xy, xy + wh], -1).to(device)
+    return boxes[0], boxes[1]
+
+
+def _time_once(fn: Callable, pred: torch.Tensor, target: torch.Tensor) -> float:
+    p = pred.detach().requires_grad_(True)
+    if p.is_cuda:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn(p, target).sum().backward()
+    if p.is_cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def measure(
+    names: list[str] | None = None, n: int = 1_000_000, repeats: int = 7, device: str = "cpu"
+) -> list[dict]:
+    """Median forward+backward seconds per candidate and its ratio to torchvision's CIoU."""
+    pred, target = random_boxes(n, device)
+    candidates = dict(BASELINES)
+    candidates.update({name: losses.get_loss(name) for name in (names or losses.available())})
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    for name, fn in candidates.items():  # warm-up
+        _time_once(fn, pred, target)
+    for _ in range(repeats):
+        for name, fn in candidates.items():
+            times[name].append(_time_once(fn, pred, target))
+    baseline = statistics.median(times["torchvision.ciou"])
+    return [
+        {"loss": name, "ms": 1e3 * statistics.median(t), "vs_torchvision_ciou": statistics.median(t) / baseline}
+        for name, t in times.items()
+    ]
+
+
+def main(n: int = 1_000_000, repeats: int = 7, device: str = "cpu") -> list[dict]:
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = measure(n=n, repeats=repeats, device=device)
+    table = Table(title=f"forward+backward, {n:,} pairs, {device}, {torch.get_num_threads()} threads (median of {repeats})")
+    for column in ("loss", "ms", "x torchvision CIoU"):
+        table.add_column(column, justify="right" if column != "loss" else "left")
+    for row in rows:
+        table.add_row(row["loss"], f"{row['ms']:.1f}", f"{row['vs_torchvision_ciou']:.2f}")
+    Console().print(table)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
