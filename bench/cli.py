@@ -38,6 +38,50 @@ def list_losses() -> None:
     console.print("Compose with '+': e.g. [bold]iou+cd[/] (corner alignment), [bold]so+0.5*cd[/].")
 
 
+def _fail_usage(message: str) -> None:
+    console.print(f"[red]error:[/] {message}")
+    raise typer.Exit(2)
+
+
+@app.command("check-loss")
+def check_loss_command(
+    name: str = typer.Argument(..., help="a registered name, 'module:function' or 'file.py:function'"),
+    against: str = typer.Option(None, "--against", help="compare values and gradients with this loss"),
+    speed_pairs: int = typer.Option(1_000_000, "--speed-pairs", help="pairs for the speed check (0 skips it)"),
+) -> None:
+    """Run the loss contract on any loss: one row per property. Exit 1 if a required one fails."""
+    from bench.contract import check_loss
+
+    try:
+        checks = check_loss(name, against=against, speed_pairs=speed_pairs)
+    except (KeyError, ValueError) as error:
+        _fail_usage(str(error).strip("'\""))
+    colours = {"pass": "green", "fail": "red", "info": "cyan"}
+    table = Table(title=f"loss contract: {name}" + (f" against {against}" if against else ""))
+    for column in ("property", "result", "detail"):
+        table.add_column(column, overflow="fold")
+    for check in checks:
+        mark = f"[{colours[check.status]}]{check.status}[/]" + (" (required)" if check.required else "")
+        table.add_row(check.property, mark, check.detail)
+    console.print(table)
+    failed = [c.property for c in checks if c.failed_required]
+    if failed:
+        console.print(f"[red]required properties failed:[/] {', '.join(failed)}")
+        raise typer.Exit(1)
+
+
+@app.command("bench-losses")
+def bench_losses_command(
+    pairs: int = typer.Option(1_000_000, help="box pairs per call"),
+    repeats: int = typer.Option(7, help="timed rounds (median kept)"),
+    device: str = typer.Option("cpu", help="cpu or cuda"),
+) -> None:
+    """Time forward+backward of every loss against torchvision's GIoU/DIoU/CIoU (same run)."""
+    from bench.loss_speed import main as run_benchmark
+
+    run_benchmark(n=pairs, repeats=repeats, device=device)
+
+
 def main() -> None:  # pragma: no cover - entry point
     app()
 

@@ -42,6 +42,12 @@ def _time_once(fn: Callable, pred: torch.Tensor, target: torch.Tensor) -> float:
     return time.perf_counter() - start
 
 
+def median_seconds(fn: Callable, pred: torch.Tensor, target: torch.Tensor, repeats: int = 5) -> float:
+    """Median forward+backward seconds of ``fn`` after one warm-up call."""
+    _time_once(fn, pred, target)
+    return statistics.median(_time_once(fn, pred, target) for _ in range(repeats))
+
+
 def measure(
     names: list[str] | None = None, n: int = 1_000_000, repeats: int = 7, device: str = "cpu"
 ) -> list[dict]:

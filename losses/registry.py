@@ -39,6 +39,8 @@ class LossSpec:
     stateful: bool = False
     detaches: bool = False  # a term is computed under no_grad: gradcheck does not apply
     defaults: dict[str, Any] = field(default_factory=dict)
+    accepts_eps: bool = True
+    source: dict[str, str] = field(default_factory=dict)  # user losses: file and sha256
 
 
 _REGISTRY: dict[str, LossSpec] = {}
@@ -90,23 +92,55 @@ def _check_name(name: str) -> None:
 
 
 def available() -> list[str]:
-    """Registered loss names, sorted."""
-    _load_builtin()
+    """Registered loss names (built-in and entry points), sorted."""
+    _ensure_loaded()
     return sorted(_REGISTRY)
 
 
+_USER_SPECS: dict[str, LossSpec] = {}
+
+
 def spec(name: str) -> LossSpec:
-    """The :class:`LossSpec` of a registered name; unknown names list what exists."""
-    _load_builtin()
-    try:
+    """The :class:`LossSpec` of a registered name or a ``module:function`` reference.
+
+    Unknown names list what exists.
+    """
+    _ensure_loaded()
+    if name in _REGISTRY:
         return _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown loss {name!r}; available: {', '.join(sorted(_REGISTRY))}") from None
+    from losses import user
+
+    if user.is_reference(name):
+        if name not in _USER_SPECS:
+            _USER_SPECS[name] = user.spec_for_function(name, user.load_function(name))
+        return _USER_SPECS[name]
+    raise KeyError(
+        f"unknown loss {name!r}; available: {', '.join(sorted(_REGISTRY))} "
+        "(or 'module:function' / 'file.py:function' for your own)"
+    )
 
 
-def _load_builtin() -> None:
-    # The built-in modules register themselves on import; importing the package does it.
+_entry_points_loaded = False
+
+
+def _ensure_loaded() -> None:
+    """Import the built-in modules (they register on import) and the entry-point losses once."""
+    global _entry_points_loaded
     import losses  # noqa: F401
+
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    from losses import user
+
+    for name, entry_spec in user.entry_point_specs().items():
+        if name in _REGISTRY:
+            raise ValueError(
+                f"entry point {user.ENTRY_POINT_GROUP}:{name} ({entry_spec.reference}) clashes with "
+                f"the registered loss {name!r}"
+            )
+        _check_name(name)
+        _REGISTRY[name] = entry_spec
 
 
 # --------------------------------------------------------------------------------------
@@ -187,10 +221,12 @@ class BoxLoss:
         kwargs = dict(self.params)
         if self.spec.stateful:
             kwargs["state"] = self.state if self.training else {**self.state, "frozen": True}
+        if self.spec.accepts_eps:
+            kwargs["eps"] = self.eps
         if torch.is_autocast_enabled(pred.device.type):
             with torch.autocast(pred.device.type, enabled=False):
-                return self.spec.fn(pred, target, eps=self.eps, **kwargs)
-        return self.spec.fn(pred, target, eps=self.eps, **kwargs)
+                return self.spec.fn(pred, target, **kwargs)
+        return self.spec.fn(pred, target, **kwargs)
 
     def similarity(self, pred: Tensor, target: Tensor, loss: Tensor | None = None) -> Tensor:
         """Objectness target (detached): ``1 - loss`` or IoU, as the spec says.
@@ -249,7 +285,7 @@ class CompositeLoss(BoxLoss):
         return self._sum(pred, target)
 
 
-_TERM = re.compile(r"^\s*(?:(?P<weight>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*\*\s*)?(?P<name>[a-z][a-z0-9_\-]*)\s*$")
+_TERM = re.compile(r"^\s*(?:(?P<weight>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*\*\s*)?(?P<name>[^+*\s]+)\s*$")
 
 
 def parse_expression(expression: str) -> list[tuple[float, str]]:
@@ -270,8 +306,9 @@ def get_loss(name: str, *, eps: float = DEFAULT_EPS, **params: Any) -> BoxLoss:
     """Return the loss ``name`` bound to ``params`` (published defaults for the rest).
 
     ``name`` is a registered name (see :func:`available`) or a sum of them such as
-    ``"iou+cd"`` (IoU + corner alignment) or ``"so+0.5*cd"``. Unknown names or parameters
-    raise an error that lists what exists.
+    ``"iou+cd"`` (IoU + corner alignment) or ``"so+0.5*cd"``, or your own function as
+    ``"module:function"`` / ``"path/to/file.py:function"``. Unknown names or parameters raise
+    an error that lists what exists.
     """
     if "+" in name or "*" in name:
         if params:

@@ -8,7 +8,7 @@ from torchvision import ops
 from torchvision.ops._utils import _loss_inter_union
 
 import losses
-from tests.conftest import random_pairs
+from bench.contract import random_pairs
 
 TORCHVISION = {
     "giou": ops.generalized_box_iou_loss,

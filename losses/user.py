@@ -1,0 +1,118 @@
+"""Losses from outside the package: ``module:function``, ``path/to/file.py:function`` and the
+``scabench.losses`` entry-point group.
+
+A user loss is a plain function ``fn(pred, target, *, <params with defaults>) -> Tensor[...]``
+on xyxy boxes, like the built-in ones; ``eps`` is passed only if it accepts it. It needs no
+decorator. Its source file's SHA-256 is recorded so a result can be traced to the code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+from losses.registry import LossFn, LossSpec
+
+ENTRY_POINT_GROUP = "scabench.losses"
+
+
+def is_reference(name: str) -> bool:
+    """True for ``module:function`` or ``file.py:function`` (a colon; registered names have none)."""
+    return ":" in name
+
+
+def _import_file(path: Path):
+    module_name = f"scabench_user_{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
+    return module
+
+
+def load_function(reference: str) -> LossFn:
+    """Import the function a ``module:function`` or ``path.py:function`` reference names."""
+    where, _, attribute = reference.rpartition(":")
+    if not where or not attribute:
+        raise ValueError(f"loss reference {reference!r} must look like 'module:function' or 'file.py:function'")
+    try:
+        if where.endswith(".py") or "/" in where or "\\" in where:
+            path = Path(where).expanduser()
+            if not path.is_file():
+                raise FileNotFoundError(f"loss reference {reference!r}: no file {path}")
+            module = _import_file(path)
+        else:
+            module = importlib.import_module(where)
+    except (ImportError, FileNotFoundError) as error:
+        raise ValueError(f"loss reference {reference!r}: cannot import {where!r}: {error}") from error
+    fn = getattr(module, attribute, None)
+    if not callable(fn):
+        public = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
+        raise ValueError(f"loss reference {reference!r}: {where!r} has no function {attribute!r}; it has: {public}")
+    return fn
+
+
+def source_info(fn: Any) -> dict[str, str]:
+    """The file that defines ``fn`` and its SHA-256 (empty where it has none)."""
+    try:
+        path = Path(inspect.getsourcefile(fn) or "")
+    except TypeError:
+        return {}
+    if not path.is_file():
+        return {}
+    return {"file": str(path.resolve()), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
+def spec_for_function(name: str, fn: LossFn, reference: str = "") -> LossSpec:
+    """Describe an undecorated function as a :class:`LossSpec`; its docstring gives the formula."""
+    signature = inspect.signature(fn)
+    positional = [p for p in signature.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(positional) < 2 and not any(p.kind is p.VAR_POSITIONAL for p in signature.parameters.values()):
+        raise ValueError(f"loss {name!r}: {fn.__qualname__}{signature} must take (pred, target, ...)")
+    defaults = {
+        p.name: p.default
+        for p in signature.parameters.values()
+        if p.kind is p.KEYWORD_ONLY and p.name not in ("eps", "state")
+    }
+    missing = [k for k, v in defaults.items() if v is inspect.Parameter.empty]
+    if missing:
+        raise ValueError(f"loss {name!r}: keyword parameters {missing} need defaults")
+    accepts_eps = "eps" in signature.parameters or any(
+        p.kind is p.VAR_KEYWORD for p in signature.parameters.values()
+    )
+    doc = inspect.getdoc(fn) or ""
+    info = source_info(fn)
+    return LossSpec(
+        name=name,
+        fn=fn,
+        formula=doc.splitlines()[0] if doc else fn.__qualname__,
+        paper="user-defined",
+        reference=reference or info.get("file", fn.__module__),
+        stateful="state" in signature.parameters,
+        detaches=getattr(fn, "detaches", False),
+        defaults=defaults,
+        accepts_eps=accepts_eps,
+        source=info,
+    )
+
+
+def entry_point_specs() -> dict[str, LossSpec]:
+    """Losses that installed packages publish in the ``scabench.losses`` entry-point group."""
+    found = {}
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        found[entry.name] = spec_for_function(entry.name, entry.load(), reference=entry.value)
+    return found
