@@ -20,7 +20,7 @@ from losses.registry import (
 )
 
 # Importing the modules registers their losses.
-from losses import iou, sca, coordinate  # noqa: E402,F401  isort: skip
+from losses import iou, sca, coordinate, successors, wise_iou  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "BoxLoss",
