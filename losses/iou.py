@@ -60,11 +60,25 @@ def enclosing_wh(p: Pair) -> tuple[Tensor, Tensor]:
     )
 
 
+def center_deltas(p: Pair) -> tuple[Tensor, Tensor]:
+    """Centre offsets (pred - target) along x and y."""
+    return (p.x1 + p.x2 - p.gx1 - p.gx2) * 0.5, (p.y1 + p.y2 - p.gy1 - p.gy2) * 0.5
+
+
 def center_distance_sq(p: Pair) -> Tensor:
     """Squared distance between the box centres."""
-    dx = (p.x1 + p.x2 - p.gx1 - p.gx2) * 0.5
-    dy = (p.y1 + p.y2 - p.gy1 - p.gy2) * 0.5
+    dx, dy = center_deltas(p)
     return dx * dx + dy * dy
+
+
+def safe_div(num: Tensor, den: Tensor, fallback: float) -> Tensor:
+    """num / den where den > 0, else ``fallback``; exact elsewhere, and no NaN in backward.
+
+    The guard selects the *denominator* (a where on the output alone still back-propagates
+    0/0): this is how degenerate boxes (points, zero-width pairs) stay finite.
+    """
+    ok = den > 0
+    return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), torch.full_like(num, fallback))
 
 
 def box_iou_pairwise(pred: Tensor, target: Tensor, *, eps: float = 1e-7) -> Tensor:

@@ -19,13 +19,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from losses.iou import Pair, unpack
+from losses.iou import Pair, safe_div, unpack
 from losses.registry import register
-
-
-def _ratio_or_one(num: Tensor, den: Tensor) -> Tensor:
-    positive = den > 0
-    return torch.where(positive, num / torch.where(positive, den, torch.ones_like(den)), torch.ones_like(den))
 
 
 def side_overlap(p: Pair) -> tuple[Tensor, Tensor, Tensor]:
@@ -34,7 +29,7 @@ def side_overlap(p: Pair) -> tuple[Tensor, Tensor, Tensor]:
     h_in = torch.minimum(p.y2, p.gy2) - torch.maximum(p.y1, p.gy1)
     w_out = torch.maximum(p.x2, p.gx2) - torch.minimum(p.x1, p.gx1)
     h_out = torch.maximum(p.y2, p.gy2) - torch.minimum(p.y1, p.gy1)
-    return _ratio_or_one(w_in, w_out) + _ratio_or_one(h_in, h_out), w_out, h_out
+    return safe_div(w_in, w_out, 1.0) + safe_div(h_in, h_out, 1.0), w_out, h_out
 
 
 def corner_distance(p: Pair, w_out: Tensor, h_out: Tensor, eps: float) -> Tensor:

@@ -17,17 +17,20 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from losses.iou import Pair, aspect_term, center_distance_sq, enclosing_wh, iou_of, unpack
+from losses.iou import (
+    Pair,
+    aspect_term,
+    center_deltas,
+    center_distance_sq,
+    enclosing_wh,
+    iou_of,
+    safe_div,
+    unpack,
+)
 from losses.registry import register
 
 # --------------------------------------------------------------------------------------
 # Helpers (degenerate-safe arithmetic)
-
-
-def _div_or_zero(num: Tensor, den: Tensor) -> Tensor:
-    """num / den, and 0 where den <= 0; the gradient is finite everywhere."""
-    ok = den > 0
-    return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(num))
 
 
 def _pow0(x: Tensor, exponent: float) -> Tensor:
@@ -44,15 +47,10 @@ def _sizes(p: Pair) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return p.x2 - p.x1, p.y2 - p.y1, p.gx2 - p.gx1, p.gy2 - p.gy1
 
 
-def _center_deltas(p: Pair) -> tuple[Tensor, Tensor]:
-    """Centre offsets (pred - target) along x and y."""
-    return (p.x1 + p.x2 - p.gx1 - p.gx2) * 0.5, (p.y1 + p.y2 - p.gy1 - p.gy2) * 0.5
-
-
 def _shape_cost(w: Tensor, gw: Tensor, weight: Tensor | float, theta: float) -> Tensor:
     """(1 - exp(-weight * |w - gw| / max(w, gw))) ** theta, widths of inverted boxes as 0."""
     w, gw = w.clamp(min=0), gw.clamp(min=0)
-    omega = weight * _div_or_zero((w - gw).abs(), torch.maximum(w, gw))
+    omega = weight * safe_div((w - gw).abs(), torch.maximum(w, gw), 0.0)
     return (1 - torch.exp(-omega)) ** theta
 
 
@@ -152,12 +150,12 @@ def siou_loss(pred: Tensor, target: Tensor, *, theta: float = 4.0, eps: float = 
     p = unpack(pred, target)
     iou, _ = iou_of(p, eps)
     cw, ch = enclosing_wh(p)
-    dx, dy = _center_deltas(p)
+    dx, dy = center_deltas(p)
     dx2, dy2 = dx * dx, dy * dy
-    angle = _div_or_zero(2 * dx.abs() * dy.abs(), dx2 + dy2)
+    angle = safe_div(2 * dx.abs() * dy.abs(), dx2 + dy2, 0.0)
     gamma = 2 - angle
-    rho_x = _div_or_zero(dx2, cw * cw)
-    rho_y = _div_or_zero(dy2, ch * ch)
+    rho_x = safe_div(dx2, cw * cw, 0.0)
+    rho_y = safe_div(dy2, ch * ch, 0.0)
     distance = 2 - torch.exp(-gamma * rho_x) - torch.exp(-gamma * rho_y)
     w, h, gw, gh = _sizes(p)
     shape = _shape_cost(w, gw, 1.0, theta) + _shape_cost(h, gh, 1.0, theta)
@@ -318,7 +316,7 @@ def shape_iou_loss(pred: Tensor, target: Tensor, *, scale: float = 0.0, eps: flo
     sw, sh = gw.clamp(min=eps) ** scale, gh.clamp(min=eps) ** scale
     ww, hh = 2 * sw / (sw + sh), 2 * sh / (sw + sh)
     cw, ch = enclosing_wh(p)
-    dx, dy = _center_deltas(p)
+    dx, dy = center_deltas(p)
     distance = (hh * dx * dx + ww * dy * dy) / (cw * cw + ch * ch + eps)
     shape = _shape_cost(w, gw, hh, 4.0) + _shape_cost(h, gh, ww, 4.0)
     return 1 - iou + distance + 0.5 * shape
