@@ -1,0 +1,243 @@
+"""Figures of the synthetic-box studies, drawn from their CSVs only (PNG and PDF).
+
+One function per figure, each taking the study's tidy frame and an output folder:
+
+- :func:`plot_convergence` (``convergence.csv``): E(t) of every loss on one log-scale axis,
+  the DIoU paper's regression-error curves;
+- :func:`plot_error_maps` (``final_error_by_point.csv``): one panel per loss, the final error
+  summed over each anchor point's 343 cases, drawn over the radius-3 disc (shared colour scale);
+- :func:`plot_gradients` (``gradients.csv``): mean ||dL/d(pred)|| per IoU bin, one curve per
+  loss (the disjoint bin as separate markers at IoU 0), the SCALoss paper's Fig. 1 left;
+- :func:`plot_corner_center` (``corner_center.csv``): mean IoU per step of the corner and
+  centre variants, the SCALoss paper's Fig. 1 right.
+
+:func:`plot_simulations` draws whatever of those CSVs a results folder holds (``scabench plot``
+calls it); :func:`plot_csv` draws the figures of one CSV. Curves differ by colour *and* line
+style and marker, so the figures stay readable printed in grey.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+FORMATS = ("png", "pdf")
+LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)))
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def _style() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import seaborn as sns
+
+    sns.set_theme(
+        context="paper",
+        style="whitegrid",
+        palette="colorblind",
+        font_scale=1.25,
+        rc={"lines.linewidth": 1.8, "axes.titleweight": "bold", "savefig.bbox": "tight"},
+    )
+
+
+def _palette(names: list[str]) -> dict[str, Any]:
+    import seaborn as sns
+
+    colours = sns.color_palette("colorblind", 10) if len(names) <= 10 else sns.color_palette("husl", len(names))
+    return {name: colours[i] for i, name in enumerate(names)}
+
+
+def _save(fig: Any, out: Path, name: str) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ext in FORMATS:
+        path = out / f"{name}.{ext}"
+        tmp = path.with_name(f".{path.stem}.tmp.{ext}")
+        fig.savefig(tmp, dpi=200, format=ext)
+        tmp.replace(path)  # atomic: a reader never sees half a figure
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def _order(frame: pd.DataFrame, column: str) -> list[str]:
+    return list(dict.fromkeys(frame[column].astype(str)))
+
+
+def plot_convergence(frame: pd.DataFrame, out: Path, *, name: str = "convergence") -> list[Path]:
+    """E(t) per loss on one axis (log y): columns loss, iteration, error."""
+    import matplotlib.pyplot as plt
+
+    _style()
+    losses = _order(frame, "loss")
+    palette = _palette(losses)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    last = int(frame["iteration"].max())
+    for i, loss in enumerate(losses):
+        data = frame[frame["loss"].astype(str) == loss].sort_values("iteration")
+        ax.plot(
+            data["iteration"],
+            data["error"].clip(lower=1e-12),
+            color=palette[loss],
+            linestyle=LINESTYLES[i % len(LINESTYLES)],
+            marker=MARKERS[i % len(MARKERS)],
+            markevery=max(1, last // 8),
+            markersize=5,
+            label=f"{loss}  (E({last}) = {data['error'].iloc[-1]:.3g})",
+        )
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration t")
+    ax.set_ylabel("total regression error E(t)")
+    ax.set_xlim(0, last)
+    ax.set_title("Convergence of the simulated regression")
+    ax.legend(frameon=True, fontsize="small")
+    return _save(fig, out, name)
+
+
+def plot_error_maps(frame: pd.DataFrame, out: Path, *, name: str = "final_error_maps") -> list[Path]:
+    """One panel per loss: final error per anchor point over the disc (columns loss, x, y, error)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.colors import LogNorm
+
+    _style()
+    losses = _order(frame, "loss")
+    n = len(losses)
+    cols = min(n, 3)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(3.4 * cols + 1.2, 3.3 * rows + 0.4), squeeze=False, sharex=True, sharey=True,
+        layout="constrained",
+    )
+    errors = frame["error"].to_numpy(dtype=float)
+    positive = errors[np.isfinite(errors) & (errors > 0)]
+    vmax = float(positive.max()) if positive.size else 1.0
+    vmin = max(float(positive.min()) if positive.size else 1e-6, vmax * 1e-6)
+    norm = LogNorm(vmin=vmin, vmax=vmax)
+    image = None
+    for ax, loss in zip(axes.flat, losses):
+        data = frame[frame["loss"].astype(str) == loss]
+        values = data["error"].clip(lower=vmin).to_numpy(dtype=float)
+        if len(data) >= 3:  # a surface over the Delaunay triangulation of the points (MATLAB's trimesh)
+            image = ax.tripcolor(
+                data["x"], data["y"], values, shading="gouraud", cmap="viridis", norm=norm, rasterized=True
+            )
+        else:
+            image = ax.scatter(data["x"], data["y"], c=values, s=12, cmap="viridis", norm=norm, linewidths=0)
+        ax.set_aspect("equal")
+        ax.set_title(f"{loss}: sum {data['error'].sum():.3g}", fontsize="medium")
+        ax.grid(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("anchor centre y")
+    for i, ax in enumerate(axes.flat):
+        if i >= n:
+            ax.set_visible(False)
+        elif i + cols >= n:  # nothing drawn below it
+            ax.set_xlabel("anchor centre x")
+            ax.xaxis.set_tick_params(labelbottom=True)
+    if image is not None:
+        bar = fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8)
+        bar.set_label("final error per anchor point (343 cases)")
+    fig.suptitle("Final regression error over the anchor disc (log colour scale)", fontweight="bold")
+    return _save(fig, out, name)
+
+
+def plot_gradients(frame: pd.DataFrame, out: Path, *, name: str = "gradients") -> list[Path]:
+    """Mean gradient norm per IoU bin, one curve per loss (columns loss, iou, grad_norm, n)."""
+    import matplotlib.pyplot as plt
+
+    _style()
+    losses = _order(frame, "loss")
+    palette = _palette(losses)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for i, loss in enumerate(losses):
+        data = frame[frame["loss"].astype(str) == loss].sort_values("iou")
+        overlap, disjoint = data[data["iou"] > 0], data[data["iou"] <= 0]
+        style = dict(color=palette[loss], marker=MARKERS[i % len(MARKERS)], markersize=5)
+        ax.plot(overlap["iou"], overlap["grad_norm"], linestyle=LINESTYLES[i % len(LINESTYLES)], label=loss, **style)
+        if len(disjoint):
+            ax.plot(disjoint["iou"], disjoint["grad_norm"], linestyle="none", fillstyle="none", **style)
+    ax.set_xlabel("IoU (bin centre; hollow markers at 0: disjoint pairs)")
+    ax.set_ylabel(r"mean $\|\partial L / \partial \mathrm{pred}\|_2$")
+    ax.set_xlim(-0.03, 1.0)
+    ax.set_ylim(bottom=0)
+    ax.set_title("Gradient magnitude vs IoU")
+    ax.legend(frameon=True, fontsize="small")
+    return _save(fig, out, name)
+
+
+def plot_corner_center(frame: pd.DataFrame, out: Path, *, name: str = "corner_center") -> list[Path]:
+    """Mean IoU per step per variant (columns variant, iteration, iou)."""
+    import matplotlib.pyplot as plt
+
+    _style()
+    variants = _order(frame, "variant")
+    palette = _palette(variants)
+    labels = {"corner": "IoU + corner alignment (iou+cd)", "center": "IoU + centre alignment (iou+center)"}
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    last = int(frame["iteration"].max())
+    for i, variant in enumerate(variants):
+        data = frame[frame["variant"].astype(str) == variant].sort_values("iteration")
+        ax.plot(
+            data["iteration"],
+            data["iou"],
+            color=palette[variant],
+            linestyle=LINESTYLES[i % len(LINESTYLES)],
+            marker=MARKERS[i % len(MARKERS)],
+            markevery=max(1, last // 10),
+            markersize=5,
+            label=labels.get(variant, variant),
+        )
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("mean IoU with the target")
+    ax.set_xlim(0, last)
+    ax.set_ylim(0, 1)
+    ax.set_title("Corner vs centre alignment")
+    ax.legend(frameon=True, fontsize="small", loc="lower right")
+    return _save(fig, out, name)
+
+
+PLOTTERS: dict[str, list[Callable[[pd.DataFrame, Path], list[Path]]]] = {
+    "convergence.csv": [plot_convergence],
+    "final_error_by_point.csv": [plot_error_maps],
+    "gradients.csv": [plot_gradients],
+    "corner_center.csv": [plot_corner_center],
+}
+
+
+def plot_csv(csv: Path | str, out: Path | str | None = None) -> list[Path]:
+    """The figures of one simulation CSV (by its file name) into ``out`` (default: beside it)."""
+    csv = Path(csv)
+    plotters = PLOTTERS.get(csv.name)
+    if plotters is None:
+        raise ValueError(f"{csv.name!r} is no simulation CSV; known: {', '.join(PLOTTERS)}")
+    frame = pd.read_csv(csv)
+    if frame.empty:
+        return []
+    out = Path(out) if out is not None else csv.parent
+    paths: list[Path] = []
+    for plot in plotters:
+        paths += plot(frame, out)
+    return paths
+
+
+def plot_simulations(results_dir: Path | str, out_dir: Path | str | None = None) -> list[Path]:
+    """Every simulation figure the CSVs under ``results_dir`` support; returns the files written.
+
+    CSVs in sub-folders get their figures in the same sub-folder of ``out_dir`` (default:
+    ``results_dir`` itself, i.e. beside the CSVs).
+    """
+    root = Path(results_dir)
+    out_root = Path(out_dir) if out_dir is not None else root
+    paths: list[Path] = []
+    for name in PLOTTERS:
+        for csv in sorted(root.rglob(name)):
+            if any(part.startswith(".") for part in csv.relative_to(root).parts):
+                continue
+            paths += plot_csv(csv, out_root / csv.parent.relative_to(root))
+    return paths

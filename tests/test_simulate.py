@@ -1,0 +1,357 @@
+"""The synthetic-box studies (bench/simulate.py), at reduced scale.
+
+The convergence study is checked against a plain-autograd reference loop written out below
+(flat layout, one case per row, nothing shared with the study's code but the losses), in
+float64, for the fused kernel and the generic engine alike. Expected values that are not
+computed by a reference are derived by hand in the test's docstring.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import losses
+from bench import simulate as S
+from losses.iou import box_iou_pairwise
+
+FIVE = ("iou", "giou", "diou", "ciou", "sca")
+needs_kernel = pytest.mark.skipif(S._compiler() is None, reason="no C compiler for the fused kernel")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Small tensors: torch's thread pool only adds contention on a shared machine.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def reference_point_errors(name: str, points: int, iterations: int, seed: int = 0) -> np.ndarray:
+    """[P, T + 1] per-point errors of the DIoU protocol by plain autograd in float64.
+
+    Cases in the MATLAB order (point, target, scale, ratio), one row each; every step
+    B <- B - eta (2 - IoU) dL/dB on (x, y, w, h), with dL/dB from torch.autograd.
+    """
+    cases = S.convergence_cases(points, seed)
+    n_anchor = S.CASES_PER_POINT // 7
+    x = cases.points[:, 0].repeat_interleave(S.CASES_PER_POINT)
+    y = cases.points[:, 1].repeat_interleave(S.CASES_PER_POINT)
+    w = cases.anchors[..., 0].reshape(-1).repeat(points)
+    h = cases.anchors[..., 1].reshape(-1).repeat(points)
+    goal = cases.targets.repeat_interleave(n_anchor, dim=0).repeat(points, 1)  # [N, 4] cx cy w h
+    target = torch.stack(
+        (goal[:, 0] - goal[:, 2] / 2, goal[:, 1] - goal[:, 3] / 2, goal[:, 0] + goal[:, 2] / 2, goal[:, 1] + goal[:, 3] / 2),
+        dim=-1,
+    )
+    loss = losses.get_loss(name)
+    box = torch.stack((x, y, w, h), dim=-1)  # [N, 4] x y w h
+
+    def point_error(b):
+        return (b - goal).abs().sum(-1).view(points, -1).sum(-1)
+
+    out = [point_error(box)]
+    for eta in S.schedule_rates(S.DEFAULT_SCHEDULE, iterations):
+        b = box.clone().requires_grad_(True)
+        pred = torch.stack((b[:, 0] - b[:, 2] / 2, b[:, 1] - b[:, 3] / 2, b[:, 0] + b[:, 2] / 2, b[:, 1] + b[:, 3] / 2), -1)
+        (grad,) = torch.autograd.grad(loss(pred, target).sum(), b)
+        iou = box_iou_pairwise(pred.detach(), target)
+        box = box - (eta * (2 - iou))[:, None] * grad
+        out.append(point_error(box))
+    return torch.stack(out, dim=1).numpy()
+
+
+# --------------------------------------------------------------------------------------
+# convergence: cases, start, protocol
+
+
+def test_case_count_is_points_times_343():
+    cases = S.convergence_cases(points=3, seed=1)
+    assert len(cases) == cases.n_cases == 3 * 343
+    assert cases.start_state().shape == (4, 3, 7, 49)
+    result = S.simulate_convergence(["iou", "giou"], points=3, iterations=2)
+    assert result.cases == 1029
+    assert list(result.curves.columns) == ["loss", "iteration", "error"]
+    assert list(result.by_point.columns) == ["loss", "x", "y", "error"]
+    assert result.curves.groupby("loss").size().tolist() == [3, 3]  # t = 0, 1, 2
+    assert result.by_point.groupby("loss").size().tolist() == [3, 3]
+
+
+def test_points_uniform_in_the_radius_3_disc():
+    xy = S.sample_points(4000, seed=0)
+    r = (xy - 10).norm(dim=-1)
+    assert float(r.max()) <= 3
+    # uniform in area: P(r < 1.5) = (1.5 / 3)^2 = 1/4
+    assert abs(float((r < 1.5).double().mean()) - 0.25) < 0.03
+
+
+@needs_kernel
+def test_start_error_equals_the_hand_computed_sum():
+    """E(0) = 343 * sum_p (|px - 10| + |py - 10|) + P * sum_{t,k,r} (|w_a - w_t| + |h_a - h_t|)
+
+    with target t of area 1 and ratio r_t: (w_t, h_t) = (sqrt(r_t), 1/sqrt(r_t)); anchor of
+    area k and ratio r: (sqrt(k r), sqrt(k / r)); k in {0.5, 0.67, 0.75, 1, 1.33, 1.5, 2},
+    ratios in {1/4, 1/3, 1/2, 1, 2, 3, 4}. Written with math, per the MATLAB loops.
+    """
+    points, seed = 5, 3
+    xy = S.sample_points(points, seed).tolist()
+    ratios = [1 / 4, 1 / 3, 1 / 2, 1, 2, 3, 4]
+    scales = [0.5, 0.67, 0.75, 1, 1.33, 1.5, 2]
+    shape = sum(
+        abs(math.sqrt(k * r) - math.sqrt(rt)) + abs(math.sqrt(k / r) - 1 / math.sqrt(rt))
+        for rt in ratios
+        for k in scales
+        for r in ratios
+    )
+    expected = 343 * sum(abs(px - 10) + abs(py - 10) for px, py in xy) + points * shape
+    assert S.start_error(S.convergence_cases(points, seed)) == pytest.approx(expected, rel=1e-12)
+    for engine, dtype, rel in (("kernel", "float64", 1e-12), ("autograd", "float64", 1e-12), ("kernel", "float32", 1e-6)):
+        result = S.simulate_convergence(["diou"], points=points, iterations=1, seed=seed, engine=engine, dtype=dtype)
+        assert result.curves["error"].iloc[0] == pytest.approx(expected, rel=rel), (engine, dtype)
+
+
+def test_iou_stalls_while_diou_and_ciou_converge():
+    """As in the DIoU paper: IoU gives no gradient to disjoint boxes, so its error stays near
+    E(0) (paper: 5.9e6 of 6.5e6), while DIoU and CIoU drive it close to 0."""
+    result = S.simulate_convergence(["iou", "diou", "ciou"], points=24, seed=0)
+    curves = result.curves.pivot(index="iteration", columns="loss", values="error")
+    start = curves.iloc[0]
+    assert curves["iou"].iloc[-1] / start["iou"] > 0.8
+    assert curves["iou"].iloc[-1] < start["iou"]  # the overlapping cases do converge
+    for name in ("diou", "ciou"):
+        assert curves[name].iloc[-1] / start[name] < 0.02, name  # full scale: 0.008 and 0.001
+    # The IoU loss's stuck cases are the disjoint ones: their gradient is exactly zero.
+    cases = S.convergence_cases(2, 0)
+    state = cases.start_state().requires_grad_(True)
+    target = cases.target_boxes()
+    pred = S.xywh_to_xyxy(state)
+    (grad,) = torch.autograd.grad(losses.get_loss("iou")(pred, target).sum(), state)
+    disjoint = box_iou_pairwise(pred.detach(), target) == 0
+    assert bool(disjoint.any()) and bool((grad[:, disjoint] == 0).all())
+
+
+@needs_kernel
+@pytest.mark.parametrize("name", FIVE)
+def test_fast_path_equals_the_reference_loop(name):
+    """The fused kernel (float64 and float32) and the generic engine against the reference."""
+    points, steps = 3, 25
+    reference = reference_point_errors(name, points, steps)
+    cases = S.convergence_cases(points, 0)
+    rates = S.schedule_rates(S.DEFAULT_SCHEDULE, steps)
+    loss = losses.get_loss(name)
+    kernel64 = S._run_kernel(loss, cases, rates, dtype=torch.float64, threads=2)
+    generic = S._run_autograd(loss, cases, rates, dtype=torch.float64, device=torch.device("cpu"))
+    kernel32 = S._run_kernel(loss, cases, rates, dtype=torch.float32, threads=1)
+    e0 = reference[:, 0].sum()
+    # One step: the gradients themselves agree to rounding.
+    np.testing.assert_allclose(kernel64[:, 1], reference[:, 1], rtol=1e-12)
+    np.testing.assert_allclose(generic, reference, rtol=1e-12, atol=1e-9)
+    # Many steps: rounding may tip a box across a kink of min/max, so compare the sums.
+    assert np.abs(kernel64.sum(0) - reference.sum(0)).max() < 1e-8 * e0
+    assert np.abs(kernel32.sum(0) - reference.sum(0)).max() < 2e-4 * e0
+
+
+@needs_kernel
+def test_kernel_and_generic_engine_agree_through_the_public_api():
+    a = S.simulate_convergence(FIVE, points=2, iterations=12, engine="kernel", dtype="float64")
+    b = S.simulate_convergence(FIVE, points=2, iterations=12, engine="autograd", dtype="float64")
+    assert set(a.engines.values()) == {"kernel"} and set(b.engines.values()) == {"autograd"}
+    np.testing.assert_allclose(a.curves["error"], b.curves["error"], rtol=1e-9)
+    np.testing.assert_allclose(a.by_point["error"], b.by_point["error"], rtol=1e-8)
+
+
+@needs_kernel
+def test_iou_kernel_skips_frozen_groups_exactly():
+    """The IoU kernel stops a lane group once no box in it moves (all disjoint: zero gradient);
+    the skipped steps would repeat exactly, so the errors equal the generic engine's."""
+    a = S.simulate_convergence(["iou"], points=40, iterations=30, engine="kernel", dtype="float64")
+    b = S.simulate_convergence(["iou"], points=40, iterations=30, engine="autograd", dtype="float64")
+    np.testing.assert_allclose(a.by_point["error"], b.by_point["error"], rtol=1e-10)
+    np.testing.assert_allclose(a.curves["error"], b.curves["error"], rtol=1e-10)
+
+
+@needs_kernel
+def test_sca_alpha_reaches_the_kernel():
+    a = S.simulate_convergence([("sca", {"alpha": 0.5})], points=2, iterations=5, engine="kernel", dtype="float64")
+    b = S.simulate_convergence([("sca", {"alpha": 0.5})], points=2, iterations=5, engine="autograd", dtype="float64")
+    assert a.curves["loss"].iloc[0] == "sca(alpha=0.5)"
+    np.testing.assert_allclose(a.curves["error"], b.curves["error"], rtol=1e-10)
+
+
+def test_other_losses_take_the_generic_engine():
+    result = S.simulate_convergence(["iou+cd", "eiou"], points=2, iterations=3)
+    assert result.engines == {"iou+cd": "autograd", "eiou": "autograd"}
+    with pytest.raises(ValueError, match="no fused kernel"):
+        S.simulate_convergence(["iou+cd"], points=2, iterations=3, engine="kernel")
+
+
+def test_deterministic_for_a_seed():
+    a = S.simulate_convergence(["giou"], points=4, iterations=20, seed=5)
+    b = S.simulate_convergence(["giou"], points=4, iterations=20, seed=5, threads=2)
+    c = S.simulate_convergence(["giou"], points=4, iterations=20, seed=6)
+    assert a.curves.equals(b.curves) and a.by_point.equals(b.by_point)
+    assert not a.curves.equals(c.curves)
+
+
+def test_without_a_compiler_auto_falls_back_to_autograd(monkeypatch, tmp_path):
+    monkeypatch.setattr(S, "_KERNELS", {})
+    monkeypatch.setattr(S, "_compiler", lambda: None)
+    with pytest.raises(S.KernelUnavailable):
+        S.load_kernel(torch.float32, tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = S.simulate_convergence(["iou"], points=1, iterations=2)
+    assert result.engines == {"iou": "autograd"}
+    assert any("autograd" in str(w.message) for w in caught)
+
+
+def test_schedule():
+    assert S.parse_schedule(S.DEFAULT_SCHEDULE) == [(0.1, 160), (0.01, 180), (0.001, None)]
+    rates = S.schedule_rates(S.DEFAULT_SCHEDULE, 200)
+    assert rates[0] == rates[159] == 0.1 and rates[160] == rates[179] == 0.01 and rates[180] == rates[-1] == 0.001
+    assert S.schedule_rates("0.1", 3) == [0.1] * 3
+    assert S.schedule_rates("0.5:1,0.2", 3) == [0.5, 0.2, 0.2]
+    for bad in ("", "0.1:x", "0.1:10", "0.1,0.2", "0.1:20,0.2:10,0.3", "-1", "nan"):
+        with pytest.raises(ValueError):
+            S.parse_schedule(bad)
+
+
+def test_loss_names_are_checked():
+    with pytest.raises(ValueError, match="available"):
+        S.resolve_losses("iou,nope")
+    with pytest.raises(ValueError, match="repeat"):
+        S.resolve_losses("iou,iou")
+    assert [r.label for r in S.resolve_losses(["iou", ("sca", {"alpha": 2.0}), {"name": "diou"}])] == [
+        "iou",
+        "sca(alpha=2)",
+        "diou",
+    ]
+
+
+# --------------------------------------------------------------------------------------
+# gradient magnitude
+
+
+def test_gradient_table_on_hand_checked_pairs():
+    """Three pairs against the target G = [0, 0, 1, 1]:
+
+    - P1 = [0.5, 0.25, 1.5, 1.25]: I = 0.5 * 0.75 = 0.375, U = 2 - 0.375 = 1.625,
+      IoU = 0.2308 -> bin [0.2, 0.3), centre 0.25. IoU loss L = 1 - I/U,
+      dL/dp = -(U dI - I dU) / U^2 with dI = (-0.75, -0.5, 0, 0), dU = (-0.25, -0.5, 1, 1)
+      (x1, y1, x2, y2): dL/dp = (1.125, 0.625, 0.375, 0.375) / 2.640625,
+      norm = sqrt(1.9375) / 2.640625 = 0.527124.
+    - P2 = [2, 0.5, 3, 1.5]: disjoint (IoU 0, bin centre 0.0). IoU loss: no gradient (0).
+      GIoU: C = 3 * 1.5 = 4.5, U = 2, L = 1 + (C - U)/C; dL/dC = U/C^2 = 8/81,
+      dL/dU = -1/C = -2/9; dC = (0, 0, 1.5, 3), dU = (-1, -1, 1, 1) -> dL/dp =
+      (2/9, 2/9, -2/27, 2/27), norm = sqrt(80/729) = 0.331269.
+    - P3 = G: IoU 1/(1 + eps) -> last bin, centre 0.95; at a perfect match every min/max
+      ties, torch splits the gradient in half and the IoU loss gradient vanishes (~eps).
+    """
+    target = torch.tensor([[0.0, 0, 1, 1]] * 3, dtype=torch.float64)
+    pred = torch.tensor([[0.5, 0.25, 1.5, 1.25], [2, 0.5, 3, 1.5], [0, 0, 1, 1]], dtype=torch.float64)
+    table = S.gradient_table(["iou", "giou"], pred, target).set_index(["loss", "iou"])
+    assert list(table.index.get_level_values("iou").unique()) == [0.0, 0.25, 0.95]
+    assert (table["n"] == 1).all()
+    assert table.loc[("iou", 0.25), "grad_norm"] == pytest.approx(math.sqrt(1.9375) / 2.640625, rel=1e-6)
+    assert table.loc[("iou", 0.0), "grad_norm"] == 0.0
+    assert table.loc[("giou", 0.0), "grad_norm"] == pytest.approx(math.sqrt(80 / 729), rel=1e-6)
+    assert table.loc[("iou", 0.95), "grad_norm"] < 1e-6
+
+
+def test_gradient_study_fills_every_bin():
+    frame = S.simulate_gradients(["iou", "sca"], pairs_per_bin=20, bins=5, seed=1)
+    assert list(frame.columns) == ["loss", "iou", "grad_norm", "n"]
+    for _, data in frame.groupby("loss"):
+        assert data["iou"].round(6).tolist() == [0.0, 0.1, 0.3, 0.5, 0.7, 0.9]
+        assert (data["n"] == 20).all()
+    pred, target = S.gradient_pairs(20, bins=5, seed=1)
+    assert len(pred) == 6 * 20
+    area = (target[:, 2] - target[:, 0]) * (target[:, 3] - target[:, 1])
+    torch.testing.assert_close(area, torch.ones_like(area))  # scale-normalised targets
+    sca = frame[frame["loss"] == "sca"].set_index("iou")["grad_norm"]
+    iou = frame[frame["loss"] == "iou"].set_index("iou")["grad_norm"]
+    assert iou[0.0] == 0 and (sca > iou).all()  # the paper's Fig. 1 left: SCA above IoU
+
+
+# --------------------------------------------------------------------------------------
+# corner vs centre
+
+
+def test_corner_center_starts_at_iou_005():
+    pred, target = S.corner_center_starts(start_iou=0.05, directions=2, seed=0)
+    assert len(pred) == 7 * 7 * 3 * 2
+    to_xyxy = lambda b: torch.cat((b[:, :2] - b[:, 2:] / 2, b[:, :2] + b[:, 2:] / 2), dim=-1)  # noqa: E731
+    torch.testing.assert_close(
+        box_iou_pairwise(to_xyxy(pred), to_xyxy(target), eps=0.0), torch.full((len(pred),), 0.05, dtype=torch.float64)
+    )
+
+
+def test_corner_center_progress():
+    """Both variants rise from 0.05 step by step; corner alignment rises faster (Fig. 1 right).
+
+    With a fixed step, boxes that reach their target bounce around it (the Euclidean corner
+    distance keeps a gradient of norm ~1 at the optimum; IoU has kinks there), so once some
+    boxes have arrived the mean may dip a little: it never falls 0.01 below its best so far."""
+    frame = S.simulate_corner_center(iterations=250, directions=1)
+    assert list(frame.columns) == ["variant", "iteration", "iou"]
+    curves = frame.pivot(index="iteration", columns="variant", values="iou")
+    assert curves.iloc[0].tolist() == pytest.approx([0.05, 0.05], abs=1e-8)  # eps = 1e-7 in the union
+    for variant in ("corner", "center"):
+        iou = curves[variant].to_numpy()
+        assert (np.diff(iou[:50]) > 0).all(), variant
+        assert (np.maximum.accumulate(iou) - iou).max() < 0.01, variant
+        assert iou[-1] > 0.6, variant
+    assert (curves["corner"].iloc[1:100] > curves["center"].iloc[1:100]).all()
+
+
+# --------------------------------------------------------------------------------------
+# writing: CSVs, figures, CLI
+
+
+def test_run_study_writes_csvs_and_figures(tmp_path):
+    paths = S.run_study("convergence", ["iou", "sca"], tmp_path, points=2, iterations=3)
+    names = sorted(p.name for p in paths)
+    assert names == sorted(
+        ["convergence.csv", "final_error_by_point.csv"]
+        + [f"{stem}.{ext}" for stem in ("convergence", "final_error_maps") for ext in ("png", "pdf")]
+    )
+    assert all(p.exists() and p.stat().st_size > 0 for p in paths)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
+
+    more = tmp_path / "more"
+    S.run_study("gradients", "iou,giou", more, pairs_per_bin=3, bins=2, figures=False)
+    S.run_study("corner-center", None, more, iterations=5, directions=1, figures=False, points=9)  # another study's option: ignored
+    with pytest.raises(ValueError, match="no option"):
+        S.run_study("gradients", None, tmp_path, nonsense=1)
+    with pytest.raises(ValueError, match="unknown study"):
+        S.run_study("nope", None, tmp_path)
+
+    from reports.simulation_figures import plot_simulations
+
+    drawn = plot_simulations(more, tmp_path / "figures")
+    assert sorted(str(p.relative_to(tmp_path)) for p in drawn) == [
+        f"figures/{stem}.{ext}" for stem in ("corner_center", "gradients") for ext in ("pdf", "png")
+    ]
+
+
+def test_cli_usage_errors_and_a_run(tmp_path):
+    from bench.cli import app
+
+    runner = CliRunner()
+    bad = runner.invoke(app, ["simulate", "convergence", "--losses", "iou,nope", "--out", str(tmp_path)])
+    assert bad.exit_code == 2
+    assert "unknown loss 'nope'" in bad.output and "giou" in bad.output
+    assert runner.invoke(app, ["simulate", "gradients", "--bins", "0"]).exit_code == 2
+    assert runner.invoke(app, ["simulate", "convergence", "--engine", "fast"]).exit_code == 2
+    ok = runner.invoke(
+        app,
+        ["simulate", "gradients", "--losses", "iou,sca", "--pairs-per-bin", "4", "--no-figures", "--out", str(tmp_path)],
+    )
+    assert ok.exit_code == 0, ok.output
+    assert (tmp_path / "gradients.csv").read_text().startswith("loss,iou,grad_norm,n\n")
