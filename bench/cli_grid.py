@@ -1,0 +1,262 @@
+"""``scabench run`` / ``report`` / ``plot``: grids of experiments, their tables and figures.
+
+Registered on the main app in ``bench/cli.py`` with ``app.add_typer(grid_app)``.
+Exit codes: 0 ok, 1 some cells failed (named), 2 usage or config error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+grid_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+console = Console()
+err_console = Console(stderr=True)
+
+
+class Executor(str, Enum):
+    local = "local"
+    slurm = "slurm"
+
+
+class Cluster(str, Enum):
+    slurm = "slurm"
+    local = "local"
+    debug = "debug"
+    auto = "auto"
+
+
+class Format(str, Enum):
+    markdown = "markdown"
+    latex = "latex"
+    csv = "csv"
+
+
+def _fail(lines: list[str] | str, code: int = 2) -> None:
+    for line in [lines] if isinstance(lines, str) else lines:
+        typer.echo(line, err=True)
+    raise typer.Exit(code)
+
+
+def _load(grid_file: Path, check_trainer: bool = True) -> tuple[Any, list]:
+    from bench.config import GridError, load_grid
+    from bench.grid import expand
+
+    try:
+        grid = load_grid(grid_file, check_trainer=check_trainer)
+        return grid, expand(grid)
+    except GridError as exc:
+        _fail(exc.messages())
+    raise AssertionError  # unreachable
+
+
+def plan_table(cells: list, store: Any = None, title: str | None = None) -> Table:
+    """The rich table of a grid's cells with their status in ``store``."""
+    axes = list(dict.fromkeys(k for c in cells if c.kind == "train" for k in c.labels.get("axes", {})))
+    table = Table(title=title, show_lines=False, header_style="bold")
+    kinds = {c.kind for c in cells}
+    first = "detector / study" if len(kinds) > 1 else ("detector" if kinds == {"train"} else "study")
+    for column in ["#", "cell", "kind", first, "loss", *axes, "seed", "status"]:
+        if column == "kind" and len(kinds) == 1:
+            continue
+        table.add_column(column, overflow="fold", no_wrap=column in ("cell",))
+    colours = {"done": "green", "failed": "red", "running": "cyan", "interrupted": "yellow", "partial": "yellow"}
+    for i, cell in enumerate(cells):
+        status = "new"
+        if store is not None and store.cell_dir(cell.id).exists():
+            state = store.state(cell.id)
+            status = state.status
+            if status in ("partial", "interrupted", "running") and cell.epochs:
+                status += f" {state.epochs_done}/{cell.epochs}"
+            status = f"[{colours.get(state.status, 'white')}]{status}[/]"
+        if cell.kind == "train":
+            row = [str(i), cell.id] + (["train"] if len(kinds) > 1 else []) + [cell.labels["detector"], cell.labels["loss"]]
+            row += [str(cell.labels["axes"].get(a, "-")) for a in axes]
+            row += [str(cell.labels["seed"]), status]
+        else:
+            losses = ", ".join(cell.labels.get("losses", []))
+            row = [str(i), cell.id] + (["simulate"] if len(kinds) > 1 else []) + [cell.labels["study"], losses, *(["-"] * len(axes)), str(cell.config.get("seed", "-")), status]
+        table.add_row(*row)
+    return table
+
+
+def _check_data(grid: Any) -> None:
+    from bench.config import Problem
+
+    data = grid.config.data
+    if grid.config.detectors and data.is_path:
+        resolved = data.resolved_source()
+        if "$" in resolved or not Path(resolved).exists():
+            hint = " (set the environment variable it names)" if "$" in data.source else ""
+            _fail(grid.error([Problem(("data",), f"{data.source!r}: no such file or folder{hint}")]).messages())
+
+
+def _parse_gpus(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    if text.strip().lower() in ("", "none", "cpu"):
+        return []
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        _fail(f"--gpus: give GPU indices like 0,1,2 (got {text!r})")
+    return None
+
+
+@grid_app.command("run")
+def run_command(
+    grid_file: Path = typer.Option(..., "--grid", "-g", help="grid YAML (see experiments/)", exists=False),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="results folder \\[default: results/<grid name>]"),
+    executor: Executor = typer.Option(Executor.local, "--executor", "-e", help="local: in order (one cell per GPU); slurm: a submitit job array"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the plan and stop"),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="run failed cells again"),
+    gpus: Optional[str] = typer.Option(None, "--gpus", help="GPUs for the local executor, e.g. 0,1,2,3 \\[default: all visible]"),
+    cluster: Cluster = typer.Option(Cluster.slurm, "--cluster", help="submitit backend for --executor slurm (local/debug: try it on this machine)"),
+    report: bool = typer.Option(True, "--report/--no-report", help="write the tables and figures when the run ends"),
+) -> None:
+    """Run a grid of experiments: plan, run (resuming), then tables and figures."""
+    from bench.runner import GridBusy, run_grid
+    from bench.store import ResultStore
+
+    grid, cells = _load(grid_file)
+    out = out or Path("results") / grid.name
+    store = ResultStore(out)
+    n_train = sum(c.kind == "train" for c in cells)
+    console.print(plan_table(cells, store, title=f"{grid.name}: {len(cells)} cells ({n_train} training) -> {out}"))
+    if dry_run:
+        return
+    _check_data(grid)
+    previous = signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        outcome = run_grid(
+            cells, out, grid=grid, executor=executor.value, retry_failed=retry_failed,
+            gpus=_parse_gpus(gpus), cluster=cluster.value, resources=grid.config.resources,
+            console=err_console,
+        )
+    except GridBusy as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        _fail("interrupted; run the same command again to resume", 130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+    if report and not outcome.interrupted:
+        _write_outputs(out)
+    console.print(
+        f"cells: {len(outcome.done)} done now, {len(outcome.already_done)} done before, "
+        f"{len(outcome.failed)} failed, {len(outcome.skipped_failed)} failed before (skipped), "
+        f"{len(outcome.busy)} busy"
+    )
+    if outcome.interrupted:
+        _fail("interrupted; run the same command again to resume", 130)
+    problems = []
+    for cell, reason in outcome.failed:
+        problems.append(f"failed: {cell.label} ({cell.id}): {reason}")
+    for cell, reason in outcome.skipped_failed:
+        problems.append(f"failed earlier, not retried (use --retry-failed): {cell.label} ({cell.id}): {reason.splitlines()[0]}")
+    for cell in outcome.busy:
+        problems.append(f"busy: {cell.label} ({cell.id}) is being run by another process")
+    if problems:
+        for line in problems:
+            err_console.print(line, markup=False, highlight=False, soft_wrap=True)
+        err_console.print(f"records: {out}/cells/<cell>/record.json, logs: {out}/cells/<cell>/log.txt", soft_wrap=True)
+        raise typer.Exit(1)
+
+
+def _sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _write_outputs(out: Path) -> None:
+    """Tables (report.md / report.tex / results.csv) and figures of a finished run; print the table."""
+    from bench.store import atomic_write_text
+    from reports import tables
+
+    try:
+        text = tables.report(out, fmt="markdown")
+        atomic_write_text(out / "report.md", text)
+        atomic_write_text(out / "report.tex", tables.report(out, fmt="latex"))
+        atomic_write_text(out / "results.csv", tables.report(out, fmt="csv"))
+        typer.echo(text)
+    except Exception as exc:  # noqa: BLE001  (a report problem must not hide the run's outcome)
+        err_console.print(f"[yellow]report skipped:[/] {type(exc).__name__}: {exc}")
+    try:
+        from reports.figures import plot
+
+        paths = plot(out, log=lambda m: err_console.print(f"[yellow]{m}[/]"))
+        if paths:
+            console.print(f"figures: {len(paths)} files in {out / 'figures'}")
+    except Exception as exc:  # noqa: BLE001
+        err_console.print(f"[yellow]figures skipped:[/] {type(exc).__name__}: {exc}")
+
+
+def _results_dir(directory: Path) -> Path:
+    if not directory.is_dir():
+        _fail(f"{directory}: no such results folder")
+    if not (directory / "cells").is_dir() and not any(p.joinpath("config.json").exists() for p in directory.iterdir() if p.is_dir()):
+        _fail(f"{directory}: not a scabench results folder (no cells/ inside)")
+    return directory
+
+
+@grid_app.command("report")
+def report_command(
+    directory: Path = typer.Argument(..., help="results folder of `scabench run`"),
+    fmt: Format = typer.Option(Format.markdown, "--format", "-f", help="markdown, latex or csv"),
+    baseline: Optional[str] = typer.Option(None, "--baseline", "-b", help="loss to compare against \\[default: the grid's, else iou]"),
+    metrics: Optional[list[str]] = typer.Option(None, "--metrics", "-m", help="metrics to show, e.g. AP,AP50,AP90 (repeatable) \\[default: AP AP50 AP65 AP75 AP80 AP90]"),
+    paper: Optional[bool] = typer.Option(None, "--paper/--no-paper", help="show the paper's published numbers \\[default: the grid's paper: setting]"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="write to this file instead of printing"),
+) -> None:
+    """Tables: mean ± std over seeds, change vs the baseline, paired bootstrap CI."""
+    from bench.store import atomic_write_text
+    from reports import tables
+
+    directory = _results_dir(directory)
+    chosen = [m.strip() for item in (metrics or []) for m in item.split(",") if m.strip()] or None
+    try:
+        text = tables.report(directory, fmt=fmt.value, baseline=baseline, metrics=chosen, paper=paper)
+    except ValueError as exc:
+        _fail(str(exc))
+    runs = tables.load_runs(directory)
+    chosen_baseline = baseline or tables.grid_options(directory).get("baseline") or "iou"
+    if not runs.empty and chosen_baseline not in set(runs["loss"]):
+        err_console.print(
+            f"[yellow]baseline {chosen_baseline!r} not among the losses ({', '.join(dict.fromkeys(runs['loss']))}): no relative changes[/]"
+        )
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(output, text)
+        console.print(f"wrote {output}")
+    else:
+        sys.stdout.write(text)
+
+
+@grid_app.command("plot")
+def plot_command(
+    directory: Path = typer.Argument(..., help="results folder of `scabench run`"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="figure folder \\[default: DIR/figures]"),
+) -> None:
+    """Figures: mAP per epoch, AP per IoU threshold, simulation figures (PNG + PDF)."""
+    from reports.figures import plot
+
+    directory = _results_dir(directory)
+    paths = plot(directory, out, log=lambda m: err_console.print(f"[yellow]{m}[/]"))
+    if not paths:
+        err_console.print("no finished cells with metrics to plot")
+        return
+    for path in paths:
+        console.print(str(path), highlight=False, soft_wrap=True)
+
+
+# Make `python -m bench.cli_grid` usable on its own (debugging).
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("COLUMNS", "160")
+    grid_app()

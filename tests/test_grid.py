@@ -1,0 +1,234 @@
+"""Grid files: schema, line-numbered errors, expansion into cells and their hashes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.config import GridError, load_grid, parse_grid
+from bench.grid import canonical_json, config_hash, expand
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENTS = REPO / "experiments"
+
+QUICK = """\
+name: quick
+data: synthetic-shapes
+detectors:
+  - {name: yolov3-tiny, width: 0.25}
+train: {epochs: 10, img_size: 128, batch_size: 32}
+losses: [iou, giou, diou, ciou, sca]
+seeds: [0]
+"""
+
+
+def grid(text: str, name: str = "g.yaml", check_trainer: bool = False):
+    return parse_grid(text, name, check_trainer=check_trainer)
+
+
+def test_quick_yaml_is_the_issue_text_and_expands_to_five_cells():
+    assert (EXPERIMENTS / "quick.yaml").read_text().strip() == QUICK.strip()
+    cells = expand(load_grid(EXPERIMENTS / "quick.yaml"))
+    assert [c.labels["loss"] for c in cells] == ["iou", "giou", "diou", "ciou", "sca"]
+    assert {c.labels["detector"] for c in cells} == {"yolov3-tiny (w=0.25)"}
+    sca = cells[-1].config
+    assert sca == {
+        "kind": "train", "data": "synthetic-shapes", "epochs": 10, "img_size": 128, "batch_size": 32,
+        "detector": "yolov3-tiny", "width": 0.25, "loss": "sca", "loss_params": {"alpha": 1.0}, "seed": 0,
+    }
+
+
+@pytest.mark.parametrize("path", sorted(EXPERIMENTS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_grid_is_valid(path):
+    cells = expand(load_grid(path))  # also checked against detectors.TrainConfig when importable
+    assert cells
+    assert len({c.id for c in cells}) == len(cells)
+
+
+def test_expansion_crosses_detectors_axes_losses_and_seeds_seed_major():
+    g = grid("""
+name: x
+detectors: [yolov3-tiny, {name: yolov3, width: 0.5}]
+losses: [iou, {name: sca, alpha: 0.5}, iou+cd]
+axes: {obj_target: [iou, loss], hyp.lr0: [0.01, 0.02]}
+seeds: [0, 1, 2]
+simulate: {studies: [gradients]}
+""")
+    cells = expand(g)
+    assert cells[0].kind == "simulate" and cells[0].config["study"] == "gradients"
+    train = [c for c in cells if c.kind == "train"]
+    assert len(train) == 2 * 3 * 2 * 2 * 3
+    assert [c.labels["seed"] for c in train] == sorted(c.labels["seed"] for c in train)  # seed-major
+    first = train[:24]  # seed 0: 2 detectors x 2 x 2 axes values x 3 losses
+    assert {(c.labels["detector"], c.labels["axes"]["obj_target"], c.labels["axes"]["hyp.lr0"], c.labels["loss"]) for c in first} == {
+        (d, o, lr, l)
+        for d in ("yolov3-tiny", "yolov3 (w=0.5)")
+        for o in ("iou", "loss")
+        for lr in (0.01, 0.02)
+        for l in ("iou", "sca(alpha=0.5)", "iou+cd")
+    }
+    cell = next(c for c in train if c.labels["loss"] == "sca(alpha=0.5)" and c.labels["axes"]["hyp.lr0"] == 0.02)
+    assert cell.config["hyp"] == {"lr0": 0.02} and cell.config["loss_params"] == {"alpha": 0.5}
+    assert "obj_target=" in cell.label and "seed" in cell.label
+
+
+def test_simulation_cells_take_study_losses_and_options():
+    from bench import simulate
+
+    g = grid("""
+name: s
+simulate:
+  losses: [iou, {name: sca, alpha: 0.5}]
+  options: {points: 50, pairs_per_bin: 20}
+  studies:
+    convergence: {iterations: 10}
+    gradients: {}
+    corner-center: {losses: [iou+cd, iou+center], iterations: 30}
+""")
+    conv, grad, cc = expand(g)
+    assert conv.config == {
+        "kind": "simulate", "study": "convergence", "seed": 0,
+        "losses": [{"name": "iou", "params": {}}, {"name": "sca", "params": {"alpha": 0.5}}],
+        "options": {"iterations": 10, "points": 50},  # the shared pairs_per_bin is not convergence's
+    }
+    assert grad.config["options"] == {"pairs_per_bin": 20}
+    assert cc.labels["losses"] == ["iou+cd", "iou+center"] and cc.config["options"] == {"iterations": 30}
+    assert grad.labels["losses"] == ["iou", "sca(alpha=0.5)"]
+    default = expand(grid("name: d\nsimulate: {studies: [gradients]}\n"))[0]
+    assert default.labels["losses"] == list(simulate.GRADIENT_LOSSES)
+    with pytest.raises(GridError) as info:
+        grid("name: d\nsimulate:\n  studies:\n    gradients: {pointz: 5}\n")
+    assert "g.yaml:4: simulate.studies.gradients.pointz: unknown option of gradients; allowed: losses, pairs_per_bin, bins" in str(info.value)
+
+
+def test_cell_id_is_the_hash_of_the_resolved_config():
+    cell = expand(grid(QUICK))[0]
+    assert cell.id == config_hash(cell.config) == __import__("hashlib").sha256(canonical_json(cell.config).encode()).hexdigest()[:12]
+    assert len(cell.id) == 12 and json.loads(canonical_json(cell.config)) == cell.config
+
+
+def test_hash_is_stable_across_spelling_and_placement():
+    a = expand(grid(QUICK))
+    b = expand(grid("""
+seeds: [0]
+losses:
+  - iou
+  - giou
+  - diou
+  - ciou
+  - {name: sca, alpha: 1.0}      # the default, spelled out
+train:
+  batch_size: 32
+  img_size: 128
+  epochs: 10
+  device: cpu                    # where a cell runs is not what it computes
+  workers: 0
+detectors: [{width: 0.25, name: yolov3-tiny}]
+data: {source: synthetic-shapes}
+name: other-name
+resources: {gpus_per_cell: 2}
+"""))
+    assert [c.id for c in a] == [c.id for c in b]
+    assert b[0].runtime == {"device": "cpu", "workers": 0}
+
+
+def test_hash_changes_with_anything_that_changes_the_result():
+    base = {c.labels["loss"]: c.id for c in expand(grid(QUICK))}
+    variants = [
+        QUICK.replace("sca]", "{name: sca, alpha: 0.5}]"),
+        QUICK.replace("epochs: 10", "epochs: 11"),
+        QUICK.replace("seeds: [0]", "seeds: [1]"),
+        QUICK.replace("width: 0.25", "width: 0.5"),
+        QUICK.replace("data: synthetic-shapes", "data: {source: synthetic-shapes, train_size: 100}"),
+        QUICK.replace("batch_size: 32}", "batch_size: 32, obj_target: iou}"),
+        QUICK.replace("batch_size: 32}", "batch_size: 32, hyp: {lr0: 0.02}}"),
+    ]
+    for text in variants:
+        ids = {c.labels["loss"]: c.id for c in expand(grid(text))}
+        changed = [k for k in ids if ids[k] != base.get(k)]
+        assert changed, text
+    assert len(set(base.values())) == 5
+
+
+BAD = [
+    ("name: b\ndetectors: [yolov3-tiny]\nlosses: [iou]\ncolour: red\n", 4, "colour", "unknown key; allowed: name, description"),
+    ("name: b\ndetectors:\n  - {name: yolov3-tiny, widht: 0.25}\nlosses: [iou]\n", 3, "detectors[0].widht", "unknown key; allowed: name, width, depth"),
+    ("name: b\ndetectors: [yolov3-tiny]\nlosses: [iou, giouu]\n", 3, "losses[1]", "unknown loss 'giouu'; available:"),
+    ("name: b\ndetectors: [yolov3-tiny]\nlosses:\n  - iou\n  - {name: sca, alpah: 2}\n", 5, "losses[1].alpah", "its parameters: alpha=1.0"),
+    ("name: b\ndetectors: [yolov3-tiny]\ntrain: {epochs: ten}\nlosses: [iou]\n", 3, "train.epochs", "valid integer"),
+    ("name: b\ndetectors: [yolov3-tiny]\ntrain:\n  epochs: 3\n  lr0: 0.1\nlosses: [iou]\n", 5, "train.lr0", "unknown key"),
+    ("name: b\ndetectors: [yolov3-tiny]\ntrain: {seed: 3}\nlosses: [iou]\n", 3, "train.seed", "set it under seeds:"),
+    ("name: b\ndetectors: [yolov3-tiny]\nlosses: []\n", 3, "losses", "empty list"),
+    ("name: b\ndetectors: []\nlosses: [iou]\n", 2, "detectors", "empty list"),
+    ("name: b\ndetectors: [yolov3-tiny]\nlosses: [iou]\nseeds: []\n", 4, "seeds", "empty list"),
+    ("name: b\ndetectors: [yolov3-tiny]\nlosses: [iou]\naxes:\n  obj_target: []\n", 5, "axes.obj_target", "empty list"),
+    ("name: b\ndetectors: [yolov3-tiny]\nlosses: [iou]\naxes:\n  lr0: [0.1]\n", 5, "axes.lr0", "unknown axis; use one of"),
+    ("name: b\ndetectors: [yolov3-tiny]\nlosses: [iou]\naxes:\n  obj_target: [iou, bogus]\n", 5, "axes.obj_target[1]", "'bogus' is not allowed"),
+    ("name: b\ndetectors: [yolov3-tiny]\nlosses: [iou, sca]\nbaseline: giou\n", 4, "baseline", "not one of the grid's losses"),
+    ("name: b\ndetectors: [yolov3-tiny]\nlosses: [iou]\nlosses: [sca]\n", 4, "losses", "duplicate key (also set on line 3)"),
+    ("name: b\ndetectors: [yolov3-tiny]\nlosses: [iou, sca, iou]\n", 3, "losses[2]", "listed twice"),
+    ("name: b\ndetectors: [yolov3-tiny]\nlosses: [iou]\nseeds: [0, 0]\n", 4, "seeds", "seeds repeat"),
+    ("name: b\nsimulate: {studies: [convergence, bogus]}\n", 2, "simulate.studies.bogus", "not allowed"),
+    ("name: b\ndetectors: [yolov3-tiny]\n", 2, "detectors", "detectors need losses"),
+    ("name: b\ndetectors: [yolov3-tiny\nlosses: [iou]\n", 3, None, "invalid YAML"),
+]
+
+
+@pytest.mark.parametrize("text, line, key, message", BAD, ids=[b[2] or "yaml" for b in BAD])
+def test_bad_grids_say_file_line_key_and_what_is_wrong(text, line, key, message):
+    with pytest.raises(GridError) as info:
+        grid(text, "experiments/bad.yaml")
+    prefix = f"experiments/bad.yaml:{line}: " + (f"{key}: " if key else "")
+    lines = str(info.value).splitlines()
+    assert any(l.startswith(prefix) and message in l for l in lines), lines
+
+
+def test_all_problems_are_reported_at_once_in_line_order():
+    text = "name: b\ndetectors:\n  - {name: yolov3-tiny, widht: 1}\ntrain: {epochs: 0}\nlosses: [iou, nope]\nseeds: []\n"
+    with pytest.raises(GridError) as info:
+        grid(text)
+    lines = str(info.value).splitlines()
+    assert [l.split(":")[1] for l in lines] == ["3", "4", "5", "6"], lines
+
+
+def test_trainer_settings_are_checked_against_detectors_trainconfig():
+    pytest.importorskip("detectors.config")
+    text = "name: b\ndetectors: [yolov5]\ntrain:\n  img_size: 100\n  hyp: {lr00: 0.1}\nlosses: [iou]\n"
+    with pytest.raises(GridError) as info:
+        grid(text, check_trainer=True)
+    message = str(info.value)
+    assert "g.yaml:2: detectors[0]: 'yolov5' is not allowed" in message
+    assert "g.yaml:4: train.img_size: img_size must be a multiple of 32" in message
+    assert "g.yaml:5: train.hyp: unknown hyperparameter(s) ['lr00']" in message
+
+
+def test_cli_exits_2_with_the_messages_and_no_traceback(tmp_path):
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: b\ndetectors: [yolov3-tiny]\nlosses: [iou, giouu]\n")
+    result = CliRunner().invoke(app, ["run", "--grid", str(bad), "--dry-run"])
+    assert result.exit_code == 2
+    assert f"{bad}:3: losses[1]: unknown loss 'giouu'" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    missing = CliRunner().invoke(app, ["run", "--grid", str(tmp_path / "nope.yaml")])
+    assert missing.exit_code == 2 and "cannot read the grid file" in missing.stderr
+
+
+def test_a_missing_data_path_is_a_config_error_at_run_time(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+
+    monkeypatch.delenv("SCABENCH_TEST_COCO", raising=False)
+    path = tmp_path / "coco.yaml"
+    path.write_text("name: c\ndata: ${SCABENCH_TEST_COCO}\ndetectors: [yolov3-tiny]\nlosses: [iou]\n")
+    dry = CliRunner().invoke(app, ["run", "--grid", str(path), "--out", str(tmp_path / "o"), "--dry-run"])
+    assert dry.exit_code == 0  # the plan prints without the data
+    result = CliRunner().invoke(app, ["run", "--grid", str(path), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert f"{path}:2: data: '${{SCABENCH_TEST_COCO}}': no such file or folder" in result.stderr
