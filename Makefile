@@ -15,11 +15,12 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/scabench losses
-	$(BIN)/scabench simulate convergence --points 200 --out results/demo-sim
+	$(BIN)/scabench run --grid experiments/quick.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python -m bench.speed
+	$(BIN)/scabench bench-losses
+	$(BIN)/python -m bench.simulate --bench
+	$(BIN)/python -m detectors.speed

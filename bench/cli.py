@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from bench.console import console
+from bench.console import fail as _fail_usage
 
 app = typer.Typer(
     help="scabench: benchmark and ablation harness for bounding-box regression losses.",
@@ -12,7 +14,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
 
 
 @app.callback()
@@ -36,11 +37,6 @@ def list_losses() -> None:
         table.add_row(name, spec.formula, spec.paper, spec.reference, params)
     console.print(table)
     console.print("Compose with '+': e.g. [bold]iou+cd[/] (corner alignment), [bold]so+0.5*cd[/].")
-
-
-def _fail_usage(message: str) -> None:
-    console.print(f"[red]error:[/] {message}")
-    raise typer.Exit(2)
 
 
 @app.command("check-loss")
@@ -80,6 +76,16 @@ def bench_losses_command(
     from bench.loss_speed import main as run_benchmark
 
     run_benchmark(n=pairs, repeats=repeats, device=device)
+
+
+# The other command groups live beside this file.
+from bench.cli_grid import grid_app  # noqa: E402  run, report, plot
+from bench.cli_simulate import simulate_app  # noqa: E402  simulate convergence|gradients|corner-center
+from bench.cli_train import register_train_commands  # noqa: E402  train, val, evaluate
+
+app.add_typer(grid_app)
+app.add_typer(simulate_app, name="simulate")
+register_train_commands(app)
 
 
 def main() -> None:  # pragma: no cover - entry point

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from bench.console import console, err_console
+from bench.console import fail as _fail
+
 grid_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-console = Console()
-err_console = Console(stderr=True)
 
 
 class Executor(str, Enum):
@@ -38,12 +38,6 @@ class Format(str, Enum):
     markdown = "markdown"
     latex = "latex"
     csv = "csv"
-
-
-def _fail(lines: list[str] | str, code: int = 2) -> None:
-    for line in [lines] if isinstance(lines, str) else lines:
-        typer.echo(line, err=True)
-    raise typer.Exit(code)
 
 
 def _load(grid_file: Path, check_trainer: bool = True) -> tuple[Any, list]:

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -23,8 +22,9 @@ simulate_app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+
+from bench.console import console, err_console
+from bench.console import fail as _fail
 
 DEFAULT_OUT = Path("results/simulate")
 
@@ -32,11 +32,6 @@ LOSSES_HELP = "comma-separated loss names: registered, composed ('iou+cd') or 'm
 SEED_HELP = "random seed (the same seed gives the same numbers)"
 OUT_HELP = "folder for the CSVs and figures"
 DEVICE_HELP = "torch device, e.g. cpu or cuda"
-
-
-def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[red]error:[/] {message}")
-    raise typer.Exit(code)
 
 
 def _check(fn: Callable[[], Any]) -> Any:

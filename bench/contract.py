@@ -7,7 +7,6 @@ are *required*: a failure there exits 1. Invariances and symmetry are reported, 
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch

@@ -111,6 +111,21 @@ def simulate_cell(config: dict[str, Any], runtime: dict[str, Any], out_dir: Path
 PROGRESS = "progress.json"
 
 
+def loss_sources(config: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """File and SHA-256 of every user loss (``module:function``) a cell names, by the name
+    the user wrote, so a result can be traced to the code that made it."""
+    import losses
+    from losses.user import is_reference
+
+    names = [config["loss"]] if config.get("loss") else [e["name"] for e in config.get("losses") or []]
+    sources = {}
+    for name in names:
+        for _, term in losses.parse_expression(name):
+            if is_reference(term):
+                sources[term] = dict(losses.spec(term).source)
+    return sources
+
+
 def _progress_writer(path: Path, every: float = 0.5) -> Callable[[str, float], None]:
     """``progress(label, fraction)`` that writes ``path`` at most every ``every`` seconds."""
     last = [0.0]
@@ -223,6 +238,9 @@ def run_cell(cell_dir: str | Path, device: str | None = None, *, lock_timeout: f
             attempts=attempts,
             **{k: v for k, v in env.items()},
         )
+        sources = loss_sources(config)
+        if sources:
+            record["loss_sources"] = sources
         record.pop("reason", None)
         record.pop("trace", None)
         write_record(cell_dir, record)

@@ -77,6 +77,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 import torch
+
+from detectors.files import atomic_path
 from torch import Tensor
 
 import losses as loss_zoo
@@ -226,14 +228,8 @@ def xywh_to_xyxy(state: Tensor) -> Tensor:
 def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
     """Write ``frame`` to ``path`` atomically (temp file in the same folder, then os.replace)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            frame.to_csv(handle, index=False, float_format="%.10g")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.10g")
     return path
 
 

@@ -36,6 +36,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+from detectors.files import atomic_write_json, atomic_write_text  # noqa: F401  (re-exported)
+
 CONFIG = "config.json"
 RECORD = "record.json"
 SUMMARY = "summary.json"
@@ -51,29 +53,6 @@ PACKAGES = ("scabench", "torch", "torchvision", "numpy", "pycocotools", "pandas"
 
 def now() -> str:
     return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
-
-
-# --------------------------------------------------------------------------------------
-# Atomic files
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
-    try:
-        with open(tmp, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def read_json(path: str | Path, default: Any = None) -> Any:

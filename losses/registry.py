@@ -69,21 +69,25 @@ def register(
         if name in _REGISTRY:
             raise ValueError(f"loss {name!r} is already registered (by {_REGISTRY[name].fn.__module__})")
         _check_name(name)
-        signature = inspect.signature(fn)
-        defaults = {
-            p.name: p.default
-            for p in signature.parameters.values()
-            if p.kind is p.KEYWORD_ONLY and p.name not in ("eps", "state")
-        }
-        missing = [k for k, v in defaults.items() if v is inspect.Parameter.empty]
-        if missing:
-            raise ValueError(f"loss {name!r}: parameters {missing} need published defaults")
         _REGISTRY[name] = LossSpec(
-            name, fn, formula, paper, reference, similarity, stateful, detaches, defaults
+            name, fn, formula, paper, reference, similarity, stateful, detaches, parameters(name, fn)
         )
         return fn
 
     return decorate
+
+
+def parameters(name: str, fn: LossFn) -> dict[str, Any]:
+    """A loss's parameters: its keyword-only arguments but eps/state, each with its default."""
+    defaults = {
+        p.name: p.default
+        for p in inspect.signature(fn).parameters.values()
+        if p.kind is p.KEYWORD_ONLY and p.name not in ("eps", "state")
+    }
+    missing = [k for k, v in defaults.items() if v is inspect.Parameter.empty]
+    if missing:
+        raise ValueError(f"loss {name!r}: parameters {missing} need (published) defaults")
+    return defaults
 
 
 def _check_name(name: str) -> None:

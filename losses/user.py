@@ -17,7 +17,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from losses.registry import LossFn, LossSpec
+from losses.registry import LossFn, LossSpec, parameters
 
 ENTRY_POINT_GROUP = "scabench.losses"
 
@@ -83,14 +83,7 @@ def spec_for_function(name: str, fn: LossFn, reference: str = "") -> LossSpec:
     positional = [p for p in signature.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     if len(positional) < 2 and not any(p.kind is p.VAR_POSITIONAL for p in signature.parameters.values()):
         raise ValueError(f"loss {name!r}: {fn.__qualname__}{signature} must take (pred, target, ...)")
-    defaults = {
-        p.name: p.default
-        for p in signature.parameters.values()
-        if p.kind is p.KEYWORD_ONLY and p.name not in ("eps", "state")
-    }
-    missing = [k for k, v in defaults.items() if v is inspect.Parameter.empty]
-    if missing:
-        raise ValueError(f"loss {name!r}: keyword parameters {missing} need defaults")
+    defaults = parameters(name, fn)
     accepts_eps = "eps" in signature.parameters or any(
         p.kind is p.VAR_KEYWORD for p in signature.parameters.values()
     )

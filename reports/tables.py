@@ -388,7 +388,7 @@ def ci_table(summary: Summary) -> pd.DataFrame | None:
 def _caption(summary: Summary) -> str:
     n = summary.n_seeds
     seeds = f"{n[0]} seed{'s' if n[0] != 1 else ''}" if len(n) == 1 else f"{min(n)}-{max(n)} seeds"
-    text = f"AP (%) at the listed IoU thresholds: mean"
+    text = "AP (%) at the listed IoU thresholds: mean"
     if n and max(n) > 1:
         text += " ± std"
     text += f" over {seeds}"

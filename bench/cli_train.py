@@ -1,0 +1,217 @@
+"""``scabench train``, ``scabench val`` and ``scabench evaluate``: the detector commands.
+
+Registered on the main app by ``register_train_commands(app)`` (see bench/cli.py). Exit codes:
+0 ok, 1 the run failed (non-finite loss), 2 usage, config or data error (a message, no traceback).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.table import Table
+
+from bench.console import console
+from bench.console import fail as _fail
+
+
+def _parse_pairs(pairs: list[str] | None, what: str) -> dict[str, Any]:
+    import yaml
+
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            _fail(f"{what} must look like KEY=VALUE, got {pair!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            out[key.strip()] = value
+    return out
+
+
+def _validation_message(exc) -> str:
+    lines = []
+    for e in exc.errors():
+        where = ".".join(str(p) for p in e.get("loc", ())) or "config"
+        msg = e.get("msg", "")
+        lines.append(f"{where}: {msg}")
+    return "; ".join(lines)
+
+
+def _metrics_table(title: str, metrics: dict[str, float]) -> Table:
+    from detectors.evaluate import METRICS
+
+    table = Table(title=title)
+    for name in METRICS:
+        table.add_column(name, justify="right")
+    table.add_row(*(f"{100 * metrics[m]:.1f}" if metrics[m] >= 0 else "-" for m in METRICS))
+    return table
+
+
+def train_command(
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder: last.pt, metrics.jsonl, summary.json, train.log."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML of TrainConfig fields; options given here override it."),
+    data: Optional[str] = typer.Option(None, help="'synthetic-shapes', a COCO-json folder or file, or a dataset YAML."),
+    train_size: Optional[int] = typer.Option(None, help="synthetic-shapes: training images [1280]."),
+    val_size: Optional[int] = typer.Option(None, help="synthetic-shapes: validation images [300]."),
+    data_seed: Optional[int] = typer.Option(None, help="synthetic-shapes: generator seed [0]."),
+    detector: Optional[str] = typer.Option(None, help="yolov3-tiny | yolov3 | yolov3-spp [yolov3-tiny]."),
+    width: Optional[float] = typer.Option(None, help="Channel multiplier [1.0]."),
+    depth: Optional[float] = typer.Option(None, help="Repeat multiplier [1.0]."),
+    anchors: Optional[str] = typer.Option(None, help="auto | default | kmeans [auto]."),
+    img_size: Optional[int] = typer.Option(None, help="Training and validation size, multiple of 32 [640]."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs [300]."),
+    batch_size: Optional[int] = typer.Option(None, help="Total batch size (gradients accumulate to --nominal-batch) [64]."),
+    nominal_batch: Optional[int] = typer.Option(None, help="Images per optimizer step [64]; smaller for short runs."),
+    loss: Optional[str] = typer.Option(None, help="Box loss from the registry, e.g. sca, ciou-yolo, iou+cd [ciou-yolo]."),
+    loss_param: Optional[list[str]] = typer.Option(None, "--loss-param", help="Loss parameter KEY=VALUE (repeatable)."),
+    obj_target: Optional[str] = typer.Option(None, help="Objectness target: loss (its similarity) | iou [loss]."),
+    seed: Optional[int] = typer.Option(None, help="Seed [0]."),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N [auto]."),
+    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision on CUDA [on]."),
+    workers: Optional[int] = typer.Option(None, help="Data-loader worker processes [2]."),
+    hyp: Optional[Path] = typer.Option(None, "--hyp", help="Hyperparameter YAML (hyp.scratch keys)."),
+    hyp_set: Optional[list[str]] = typer.Option(None, "--hyp-set", "-H", help="Hyperparameter override KEY=VALUE (repeatable)."),
+    bad_data: Optional[str] = typer.Option(None, help="error | skip: what to do with bad annotations or images [error]."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar per epoch."),
+) -> None:
+    """Train a YOLOv3 detector with a box loss from the registry; writes OUT/summary.json."""
+    import yaml
+    from pydantic import ValidationError
+
+    fields: dict[str, Any] = {}
+    if config is not None:
+        try:
+            loaded = yaml.safe_load(config.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            _fail(f"cannot read config {config}: {exc}")
+        if not isinstance(loaded, dict):
+            _fail(f"{config}: expected a mapping of TrainConfig fields")
+        fields.update(loaded)
+    given = dict(
+        data=data, train_size=train_size, val_size=val_size, data_seed=data_seed, detector=detector, width=width,
+        depth=depth, anchors=anchors, img_size=img_size, epochs=epochs, batch_size=batch_size,
+        nominal_batch=nominal_batch, loss=loss,
+        obj_target=obj_target, seed=seed, device=device, amp=amp, workers=workers, bad_data=bad_data,
+    )  # fmt: skip
+    fields.update({k: v for k, v in given.items() if v is not None})
+    if loss_param:
+        fields["loss_params"] = {**fields.get("loss_params", {}), **_parse_pairs(loss_param, "--loss-param")}
+    overrides: dict[str, Any] = dict(fields.get("hyp", {}) or {})
+    if hyp is not None:
+        from detectors.config import load_hyp_file
+
+        try:
+            overrides.update(load_hyp_file(hyp))
+        except ValueError as exc:
+            _fail(str(exc))
+    overrides.update(_parse_pairs(hyp_set, "--hyp-set"))
+    if overrides:
+        fields["hyp"] = overrides
+
+    from detectors import BadDataError, NonFiniteLossError, TrainConfig, train
+
+    try:
+        cfg = TrainConfig(**fields)
+    except ValidationError as exc:
+        _fail(f"invalid training config: {_validation_message(exc)}")
+    try:
+        summary = train(cfg, out, progress=progress)
+    except NonFiniteLossError as exc:
+        _fail(str(exc), code=1)
+    except (BadDataError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    console.print(_metrics_table(f"{cfg.detector} x{cfg.width} {cfg.img_size}px, loss {cfg.loss}: final (NMS IoU 0.65)", summary["metrics"]))
+    console.print(
+        f"{summary['epochs']} epochs, {summary['params']:,} parameters, {summary['images_per_second']:.1f} img/s; "
+        f"[bold]{out / 'summary.json'}[/]"
+    )
+
+
+def val_command(
+    weights: Path = typer.Option(..., "--weights", "-w", help="A last.pt checkpoint written by scabench train."),
+    data: Optional[str] = typer.Option(None, help="Dataset to evaluate on (its val split); default: the checkpoint's."),
+    img_size: Optional[int] = typer.Option(None, help="Evaluation size; default: the checkpoint's."),
+    batch_size: int = typer.Option(32, help="Images per forward pass."),
+    iou: float = typer.Option(0.65, help="NMS IoU threshold (0.65 reported, 0.6 during training)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
+    workers: int = typer.Option(2, help="Data-loader worker processes."),
+    raw: bool = typer.Option(False, "--raw", help="Evaluate the raw weights instead of the EMA."),
+    bad_data: str = typer.Option("error", help="error | skip."),
+    save_dets: Optional[Path] = typer.Option(None, "--save-dets", help="Also write the COCO results list here."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as one JSON object."),
+) -> None:
+    """Evaluate a checkpoint on a dataset's validation split (COCO metrics)."""
+    import torch
+
+    from detectors import BadDataError, load_checkpoint, model_from_checkpoint
+    from detectors import evaluate as ev
+    from detectors.data import ImageStore, ValSet, collate_val, load_dataset
+
+    if bad_data not in ("error", "skip"):
+        _fail(f"--bad-data must be error or skip, got {bad_data!r}")
+    if not 0 < iou <= 1:
+        _fail(f"--iou must be in (0, 1], got {iou}")
+    try:
+        ckpt = load_checkpoint(weights)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    cfg = ckpt["config"]
+    size = img_size or cfg["img_size"]
+    if size % 32:
+        _fail(f"--img-size must be a multiple of 32, got {size}")
+    try:
+        dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    except RuntimeError:
+        _fail(f"unknown device {device!r}")
+    try:
+        info = load_dataset(
+            data or cfg["data"], bad_data=bad_data, train_size=cfg["train_size"], val_size=cfg["val_size"],
+            data_seed=cfg["data_seed"], splits=("val",),
+        )  # fmt: skip
+        store = ImageStore(info.val.records, size, info.problems)
+    except (BadDataError, ValueError) as exc:
+        _fail(str(exc))
+    if info.num_classes != ckpt["resolved"]["num_classes"]:
+        _fail(f"the checkpoint has {ckpt['resolved']['num_classes']} classes but {info.root} has {info.num_classes}")
+    model = model_from_checkpoint(ckpt, "model" if raw else "ema").to(dev)
+    loader = torch.utils.data.DataLoader(ValSet(store, size), batch_size=batch_size, collate_fn=collate_val, num_workers=workers)
+    dets = ev.predict(model, loader, dev, info.category_ids, iou, amp=dev.type == "cuda")
+    metrics = ev.evaluate_coco(info.coco_ground_truth("val"), dets)
+    if save_dets is not None:
+        save_dets.write_text(json.dumps(dets))
+    if as_json:
+        sys.stdout.write(json.dumps(metrics) + "\n")
+    else:
+        console.print(_metrics_table(f"{weights} on {info.root} ({len(store)} images, NMS IoU {iou})", metrics))
+        if info.problems.total:
+            console.print(info.problems.summary())
+
+
+def evaluate_command(
+    gt_json: Path = typer.Argument(..., help="COCO ground truth (instances json)."),
+    dets_json: Path = typer.Argument(..., help="COCO results list: [{image_id, category_id, bbox, score}]."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as one JSON object."),
+) -> None:
+    """COCO box metrics AP, AP50, AP65, AP75, AP80, AP90, APs, APm, APl (fractions) of a results file."""
+    from detectors import evaluate_coco
+
+    try:
+        metrics = evaluate_coco(gt_json, dets_json)
+    except (FileNotFoundError, ValueError, KeyError, TypeError) as exc:
+        _fail(str(exc))
+    if as_json:
+        sys.stdout.write(json.dumps(metrics) + "\n")
+    else:
+        console.print(_metrics_table(f"{dets_json} vs {gt_json}", metrics))
+
+
+def register_train_commands(app: typer.Typer) -> None:
+    """Add ``train``, ``val`` and ``evaluate`` to the scabench app."""
+    app.command("train")(train_command)
+    app.command("val")(val_command)
+    app.command("evaluate")(evaluate_command)

@@ -1,0 +1,598 @@
+"""Datasets: COCO-json and YOLO-txt readers, bad-data checks, the training and validation sets.
+
+``load_dataset(data, ...)`` accepts
+
+- ``"synthetic-shapes"`` (generated once and cached, see :mod:`detectors.synthetic`);
+- a COCO-json folder holding ``train.json`` and ``val.json`` (or
+  ``annotations/instances_train*.json`` and ``annotations/instances_val*.json``), image
+  ``file_name`` resolved against the json's folder, ``images/``, the folder above, or the
+  split folder named after the json (``instances_val2017.json`` -> ``val2017/``);
+- a single COCO-json annotation file (used for training and validation alike: a warning says so);
+- a dataset YAML in the usual YOLO form (``path``, ``train``, ``val``, ``names`` or ``nc``)
+  whose ``train``/``val`` are image folders, text files listing images, or COCO-json files.
+  YOLO labels are ``labels/<name>.txt`` beside ``images/<name>.<ext>``: one line per object,
+  ``class x_centre y_centre width height``, normalised to [0, 1].
+
+Bad data (missing or corrupt image, box outside the image, zero-area or non-finite box, unknown
+category, malformed line) raises :class:`BadDataError` naming the file and the annotation, or
+with ``bad_data="skip"`` drops that annotation (or image) and counts it. Every image is decoded
+once before training (in threads), so no bad sample surfaces half-way through an epoch; small
+datasets keep the decoded, resized images in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import yaml
+from PIL import Image, UnidentifiedImageError
+
+from detectors import augment
+from detectors.synthetic import TRAIN_SIZE, VAL_SIZE, ensure_synthetic_shapes
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+BOX_TOLERANCE = 1.0  # px a COCO box may stick out of its image (rounding) before it is an error
+RAM_CACHE_BYTES = int(os.environ.get("SCABENCH_RAM_CACHE_MB", "2048")) * 2**20
+
+
+class BadDataError(ValueError):
+    """A dataset problem, naming the file and the annotation (or label line) at fault."""
+
+
+class Problems:
+    """Collects bad-data findings: raises at once (``error``) or counts them (``skip``)."""
+
+    def __init__(self, policy: str):
+        if policy not in ("error", "skip"):
+            raise ValueError(f"bad_data must be 'error' or 'skip', got {policy!r}")
+        self.policy = policy
+        self.counts: Counter[str] = Counter()
+        self.examples: list[str] = []
+
+    def __call__(self, kind: str, message: str) -> None:
+        if self.policy == "error":
+            raise BadDataError(message + " (use bad_data='skip' / --bad-data skip to drop such data and count it)")
+        self.counts[kind] += 1
+        if len(self.examples) < 20:
+            self.examples.append(message)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def summary(self) -> str:
+        if not self.total:
+            return "no bad data"
+        parts = ", ".join(f"{n} {kind}" for kind, n in sorted(self.counts.items()))
+        return f"skipped {parts}"
+
+
+@dataclass
+class ImageRecord:
+    """One image: where it is, its COCO id and size, its training boxes and its ground truth."""
+
+    path: Path
+    image_id: int
+    width: int
+    height: int
+    boxes: np.ndarray  # [n, 4] float32 xyxy pixels (crowd boxes excluded)
+    classes: np.ndarray  # [n] int64, 0 .. nc-1
+    annotations: list[dict] = field(default_factory=list)  # COCO ground truth (incl. crowd)
+
+
+@dataclass
+class Split:
+    records: list[ImageRecord]
+    source: str  # the annotation file or folder, for messages
+
+
+@dataclass
+class DatasetInfo:
+    names: list[str]
+    category_ids: list[int]  # class index -> COCO category id (for results files)
+    train: Split
+    val: Split
+    problems: Problems
+    root: str
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+    def coco_ground_truth(self, split: str = "val") -> dict:
+        """The split's ground truth as a COCO dict (what the evaluation compares against)."""
+        records = getattr(self, split).records
+        anns = [a for r in records for a in r.annotations]
+        return {
+            "images": [{"id": r.image_id, "width": r.width, "height": r.height, "file_name": str(r.path)} for r in records],
+            "annotations": anns,
+            "categories": [{"id": cid, "name": name} for cid, name in zip(self.category_ids, self.names)],
+        }
+
+
+# --------------------------------------------------------------------------------------
+# Readers
+
+
+def _image_size(path: Path, problems: Problems, where: str) -> tuple[int, int] | None:
+    if not path.is_file():
+        problems("missing image", f"{where}: image file not found: {path}")
+        return None
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (UnidentifiedImageError, OSError) as exc:
+        problems("corrupt image", f"{where}: cannot read image {path}: {exc}")
+        return None
+
+
+def _check_xyxy(box: list[float], w: int, h: int, problems: Problems, where: str, tolerance: float) -> list[float] | None:
+    x1, y1, x2, y2 = box
+    if not all(math.isfinite(v) for v in box):
+        problems("non-finite box", f"{where}: non-finite box {box}")
+        return None
+    if x2 <= x1 or y2 <= y1:
+        problems("zero-area box", f"{where}: zero-area box (x1, y1, x2, y2) = {[round(v, 3) for v in box]}")
+        return None
+    if x1 < -tolerance or y1 < -tolerance or x2 > w + tolerance or y2 > h + tolerance:
+        problems(
+            "box outside image",
+            f"{where}: box (x1, y1, x2, y2) = {[round(v, 3) for v in box]} lies outside the {w}x{h} image",
+        )
+        return None
+    return [max(x1, 0.0), max(y1, 0.0), min(x2, float(w)), min(y2, float(h))]
+
+
+def _resolve_image_dir(json_path: Path, file_names: list[str], root: Path | None) -> Path:
+    base = json_path.parent
+    split = json_path.stem.replace("instances_", "")
+    candidates = [base, base / "images", base.parent, base.parent / "images", base.parent / split, base.parent / "images" / split, base / split]
+    if root is not None:
+        candidates = [root, root / "images", root / split, root / "images" / split] + candidates
+    for name in file_names[:1]:
+        for c in candidates:
+            if (c / name).is_file():
+                return c
+    return base
+
+
+def read_coco(json_path: Path, problems: Problems, image_root: Path | None = None, categories: list[dict] | None = None):
+    """Read a COCO annotation file; returns (records, categories sorted by id)."""
+    try:
+        data = json.loads(json_path.read_text())
+    except FileNotFoundError:
+        raise BadDataError(f"{json_path}: annotation file not found") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BadDataError(f"{json_path}: cannot read COCO json: {exc}") from None
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise BadDataError(f"{json_path}: not a COCO detection file (no '{key}' list)")
+    cats = sorted(data["categories"], key=lambda c: c["id"]) if categories is None else categories
+    cat_index = {c["id"]: i for i, c in enumerate(cats)}
+    images = {im["id"]: im for im in data["images"]}
+    by_image: dict[Any, list[dict]] = {i: [] for i in images}
+    for ann in data["annotations"]:
+        if ann.get("image_id") not in images:
+            problems(
+                "unknown image", f"{json_path}: annotation id {ann.get('id')} refers to unknown image id {ann.get('image_id')}"
+            )
+            continue
+        by_image[ann["image_id"]].append(ann)
+    image_dir = _resolve_image_dir(json_path, [im["file_name"] for im in data["images"]], image_root)
+    records = []
+    for image_id, im in images.items():
+        path = image_dir / im["file_name"]
+        where = f"{json_path}: image id {image_id} ('{im['file_name']}')"
+        size = _image_size(path, problems, where)
+        if size is None:
+            continue
+        w, h = size
+        if (im.get("width"), im.get("height")) not in ((w, h), (None, None)):
+            problems(
+                "image size mismatch",
+                f"{where}: the json says {im.get('width')}x{im.get('height')} but the file is {w}x{h}",
+            )
+            continue
+        boxes, classes, gt = [], [], []
+        for ann in by_image[image_id]:
+            where_ann = f"{json_path}: annotation id {ann.get('id')} (image id {image_id}, '{im['file_name']}')"
+            if ann.get("category_id") not in cat_index:
+                problems(
+                    "unknown category",
+                    f"{where_ann}: unknown category_id {ann.get('category_id')} (known: {sorted(cat_index)})",
+                )
+                continue
+            bbox = ann.get("bbox")
+            if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):
+                problems("malformed box", f"{where_ann}: bbox must be [x, y, width, height], got {bbox!r}")
+                continue
+            x, y, bw, bh = (float(v) for v in bbox)
+            xyxy = _check_xyxy([x, y, x + bw, y + bh], w, h, problems, where_ann, BOX_TOLERANCE)
+            if xyxy is None:
+                continue
+            crowd = int(ann.get("iscrowd", 0))
+            area = float(ann["area"]) if isinstance(ann.get("area"), (int, float)) else bw * bh
+            gt.append(
+                {
+                    "id": ann.get("id", len(gt) + 1),
+                    "image_id": image_id,
+                    "category_id": ann["category_id"],
+                    "bbox": [xyxy[0], xyxy[1], xyxy[2] - xyxy[0], xyxy[3] - xyxy[1]],
+                    "area": area,
+                    "iscrowd": crowd,
+                }
+            )
+            if not crowd:
+                boxes.append(xyxy)
+                classes.append(cat_index[ann["category_id"]])
+        records.append(
+            ImageRecord(path, image_id, w, h, np.array(boxes, np.float32).reshape(-1, 4), np.array(classes, np.int64), gt)
+        )
+    return records, cats
+
+
+def _label_path(image: Path) -> Path:
+    parts = list(image.parts)
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i] == "images":
+            parts[i] = "labels"
+            return Path(*parts).with_suffix(".txt")
+    return image.with_suffix(".txt")
+
+
+def _list_images(spec: Any, root: Path, yaml_path: Path) -> list[Path]:
+    items = spec if isinstance(spec, list) else [spec]
+    out: list[Path] = []
+    for item in items:
+        p = Path(item)
+        p = p if p.is_absolute() else root / p
+        if p.is_dir():
+            out += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_EXTENSIONS)
+        elif p.suffix == ".txt" and p.is_file():
+            for line in p.read_text().splitlines():
+                line = line.strip()
+                if line:
+                    q = Path(line)
+                    out.append(q if q.is_absolute() else (p.parent / q if (p.parent / q).exists() else root / q))
+        else:
+            raise BadDataError(f"{yaml_path}: image source {item!r} not found (resolved to {p})")
+    return out
+
+
+def read_yolo(images: list[Path], nc: int, problems: Problems, first_id: int = 1) -> list[ImageRecord]:
+    records = []
+    for k, path in enumerate(images):
+        image_id = first_id + k
+        size = _image_size(path, problems, f"image {path}")
+        if size is None:
+            continue
+        w, h = size
+        label = _label_path(path)
+        boxes, classes, gt = [], [], []
+        lines = label.read_text().splitlines() if label.is_file() else []
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            where = f"{label} line {n} (image {path})"
+            fields = line.split()
+            try:
+                values = [float(v) for v in fields]
+            except ValueError:
+                values = []
+            if len(values) != 5:
+                problems("malformed label", f"{where}: expected 'class x y w h', got {line.strip()!r}")
+                continue
+            cls, x, y, bw, bh = values
+            if cls != int(cls) or not 0 <= cls < nc:
+                problems("unknown category", f"{where}: class {fields[0]} not in 0..{nc - 1}")
+                continue
+            xyxy = [(x - bw / 2) * w, (y - bh / 2) * h, (x + bw / 2) * w, (y + bh / 2) * h]
+            xyxy = _check_xyxy(xyxy, w, h, problems, where, tolerance=max(w, h) * 1e-3 + 0.5)
+            if xyxy is None:
+                continue
+            boxes.append(xyxy)
+            classes.append(int(cls))
+            gt.append(
+                {
+                    "id": len(gt) + 1 + image_id * 10000,
+                    "image_id": image_id,
+                    "category_id": int(cls),
+                    "bbox": [xyxy[0], xyxy[1], xyxy[2] - xyxy[0], xyxy[3] - xyxy[1]],
+                    "area": (xyxy[2] - xyxy[0]) * (xyxy[3] - xyxy[1]),
+                    "iscrowd": 0,
+                }
+            )
+        records.append(ImageRecord(path, image_id, w, h, np.array(boxes, np.float32).reshape(-1, 4), np.array(classes, np.int64), gt))
+    return records
+
+
+def _coco_pair(folder: Path) -> tuple[Path, Path] | None:
+    if (folder / "train.json").is_file() and (folder / "val.json").is_file():
+        return folder / "train.json", folder / "val.json"
+    ann = folder / "annotations"
+    trains, vals = sorted(ann.glob("instances_train*.json")), sorted(ann.glob("instances_val*.json"))
+    if trains and vals:
+        return trains[-1], vals[-1]
+    return None
+
+
+def load_dataset(
+    data: str,
+    *,
+    bad_data: str = "error",
+    train_size: int = TRAIN_SIZE,
+    val_size: int = VAL_SIZE,
+    data_seed: int = 0,
+    splits: tuple[str, ...] = ("train", "val"),
+) -> DatasetInfo:
+    """Read a dataset's records (not its pixels); see the module docstring for what ``data`` may be."""
+    problems = Problems(bad_data)
+    if data == "synthetic-shapes":
+        path = ensure_synthetic_shapes(train_size, val_size, data_seed)
+    else:
+        path = Path(data).expanduser()
+        if not path.exists():
+            raise BadDataError(f"dataset {data!r} not found (give 'synthetic-shapes', a COCO folder or json, or a dataset yaml)")
+
+    if path.is_dir():
+        pair = _coco_pair(path)
+        if pair is None:
+            for name in ("data.yaml", "dataset.yaml"):
+                if (path / name).is_file():
+                    return load_dataset(str(path / name), bad_data=bad_data, splits=splits)
+            raise BadDataError(
+                f"{path}: no train.json/val.json, annotations/instances_{{train,val}}*.json or data.yaml found"
+            )
+        return _coco_dataset(pair[0], pair[1], problems, None, str(path), splits)
+    if path.suffix == ".json":
+        warnings.warn(f"{path}: one annotation file given: it is used for training and validation alike", stacklevel=2)
+        return _coco_dataset(path, path, problems, None, str(path), splits)
+    if path.suffix in (".yaml", ".yml"):
+        return _yaml_dataset(path, problems, splits)
+    raise BadDataError(f"{path}: expected a folder, a .json (COCO) or a .yaml (dataset) file")
+
+
+def _coco_dataset(train_json: Path, val_json: Path, problems: Problems, root: Path | None, where: str, splits) -> DatasetInfo:
+    val_records, cats = read_coco(val_json, problems, root)
+    if train_json == val_json:
+        train_records = val_records
+    elif "train" in splits:
+        train_records, _ = read_coco(train_json, problems, root, categories=cats)
+    else:
+        train_records = []
+    names = [str(c.get("name", c["id"])) for c in cats]
+    return DatasetInfo(names, [c["id"] for c in cats], Split(train_records, str(train_json)), Split(val_records, str(val_json)), problems, where)
+
+
+def _yaml_dataset(path: Path, problems: Problems, splits) -> DatasetInfo:
+    try:
+        spec = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise BadDataError(f"{path}: cannot read dataset yaml: {exc}") from None
+    if not isinstance(spec, dict) or "val" not in spec or "train" not in spec:
+        raise BadDataError(f"{path}: a dataset yaml needs 'train' and 'val' keys")
+    root = Path(spec.get("path", path.parent)).expanduser()
+    root = root if root.is_absolute() else path.parent / root
+    names = spec.get("names")
+    if isinstance(names, dict):
+        names = [names[k] for k in sorted(names)]
+    if names is None:
+        if "nc" not in spec:
+            raise BadDataError(f"{path}: give 'names' (list or mapping) or 'nc'")
+        names = [str(i) for i in range(int(spec["nc"]))]
+    names = [str(n) for n in names]
+
+    def resolve(key: str) -> Path:
+        p = Path(spec[key])
+        return p if p.is_absolute() else root / p
+
+    if str(spec["val"]).endswith(".json"):
+        train_json = resolve("train")
+        return _coco_dataset(train_json, resolve("val"), problems, root, str(path), splits)
+    val_records = read_yolo(_list_images(spec["val"], root, path), len(names), problems, first_id=1)
+    train_records = []
+    if "train" in splits:
+        train_records = read_yolo(_list_images(spec["train"], root, path), len(names), problems, first_id=1)
+    return DatasetInfo(names, list(range(len(names))), Split(train_records, str(spec["train"])), Split(val_records, str(spec["val"])), problems, str(path))
+
+
+# --------------------------------------------------------------------------------------
+# Pixels: decode once, keep resized copies in RAM when they fit
+
+
+class ImageStore:
+    """Decoded images resized so the long side is ``img_size``; decoded once up front (threads).
+
+    A file that cannot be decoded is a bad-data problem (raise or drop the record). Images are
+    kept in memory when they fit in ``SCABENCH_RAM_CACHE_MB`` (default 2048), else re-read.
+    """
+
+    def __init__(self, records: list[ImageRecord], img_size: int, problems: Problems, threads: int = 4):
+        self.img_size = img_size
+        estimate = sum(_resized_bytes(r, img_size) for r in records)
+        self.keep = estimate <= RAM_CACHE_BYTES
+        with ThreadPoolExecutor(max(1, threads)) as pool:
+            results = list(pool.map(self._load_checked, records))
+        good = []
+        self.cache: list[np.ndarray | None] = []
+        for record, result in zip(records, results):
+            if isinstance(result, Exception):
+                problems("corrupt image", f"image {record.path} (id {record.image_id}): cannot decode: {result}")
+                continue
+            good.append(record)
+            self.cache.append(result if self.keep else None)
+        self.records = good
+
+    def _load_checked(self, record: ImageRecord):
+        try:
+            return self._load(record.path)
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+            return exc
+
+    def _load(self, path: Path) -> np.ndarray:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            im, _ = augment.resize_long_side(im, self.img_size)
+            return np.asarray(im)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def image(self, i: int) -> tuple[np.ndarray, float]:
+        """(HWC uint8 image with long side img_size, ratio to the original)."""
+        record = self.records[i]
+        arr = self.cache[i] if self.keep else self._load(record.path)
+        return arr, arr.shape[1] / record.width
+
+
+def _resized_bytes(record: ImageRecord, size: int) -> int:
+    r = size / max(record.width, record.height)
+    return int(record.width * r + 1) * int(record.height * r + 1) * 3
+
+
+# --------------------------------------------------------------------------------------
+# Torch datasets
+
+
+class TrainSet(torch.utils.data.Dataset):
+    """Augmented training samples. Index with ``(i, seed)``: the sample is a pure function of both.
+
+    Returns (CHW uint8 tensor, labels [n, 5] float32: class, x, y, w, h normalised).
+    """
+
+    def __init__(self, store: ImageStore, img_size: int, hyp: dict, augment_: bool = True):
+        self.store = store
+        self.img_size = img_size
+        self.hyp = hyp
+        self.augment = augment_
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def _scaled(self, i: int) -> tuple[Image.Image, np.ndarray, np.ndarray]:
+        arr, r = self.store.image(i)
+        record = self.store.records[i]
+        return Image.fromarray(arr), record.boxes * r, record.classes
+
+    def _mosaic(self, i: int, rng: np.random.Generator):
+        picks = [i, *rng.integers(0, len(self), 3).tolist()]
+        parts = [self._scaled(k) for k in picks]
+        canvas, boxes = augment.mosaic([p[0] for p in parts], [p[1] for p in parts], self.img_size, rng)
+        classes = np.concatenate([p[2] for p in parts])
+        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        return canvas, boxes[keep], classes[keep]
+
+    def _one(self, i: int, rng: np.random.Generator):
+        img, boxes, classes = self._scaled(i)
+        img, (left, top) = augment.letterbox(img, self.img_size)
+        return img, boxes + np.array([left, top, left, top], np.float32), classes
+
+    def _sample(self, i: int, rng: np.random.Generator):
+        hyp = self.hyp
+        if not self.augment:
+            img, boxes, classes = self._one(i, rng)
+            return np.asarray(img), boxes, classes
+        if rng.random() < hyp["mosaic"]:
+            img, boxes, classes = self._mosaic(i, rng)
+        else:
+            img, boxes, classes = self._one(i, rng)
+        img, boxes, classes = augment.random_affine(img, boxes, classes, self.img_size, rng, hyp)
+        return np.asarray(img), boxes, classes
+
+    def __getitem__(self, key):
+        i, seed = key if isinstance(key, tuple) else (key, 0)
+        rng = np.random.default_rng([seed, i])
+        arr, boxes, classes = self._sample(i, rng)
+        if self.augment:
+            if self.hyp["mixup"] and rng.random() < self.hyp["mixup"]:
+                other = self._sample(int(rng.integers(0, len(self))), rng)
+                arr, boxes, classes = augment.mixup((arr, boxes, classes), other, rng)
+            chw = augment.augment_hsv(arr, rng, self.hyp["hsv_h"], self.hyp["hsv_s"], self.hyp["hsv_v"])
+            if rng.random() < self.hyp["flipud"]:
+                chw = chw[:, ::-1]
+                boxes = boxes.copy()
+                boxes[:, [1, 3]] = self.img_size - boxes[:, [3, 1]]
+            if rng.random() < self.hyp["fliplr"]:
+                chw = chw[:, :, ::-1]
+                boxes = boxes.copy()
+                boxes[:, [0, 2]] = self.img_size - boxes[:, [2, 0]]
+        else:
+            chw = arr.transpose(2, 0, 1)
+        s = float(self.img_size)
+        labels = np.zeros((len(boxes), 5), np.float32)
+        if len(boxes):
+            labels[:, 0] = classes
+            labels[:, 1] = (boxes[:, 0] + boxes[:, 2]) / (2 * s)
+            labels[:, 2] = (boxes[:, 1] + boxes[:, 3]) / (2 * s)
+            labels[:, 3] = (boxes[:, 2] - boxes[:, 0]) / s
+            labels[:, 4] = (boxes[:, 3] - boxes[:, 1]) / s
+        return torch.from_numpy(np.ascontiguousarray(chw)), torch.from_numpy(labels)
+
+
+def collate_train(batch):
+    """Stack images (uint8); labels become [n, 6]: image index in the batch, class, x, y, w, h."""
+    images = torch.stack([b[0] for b in batch])
+    labels = [torch.cat((torch.full((len(b[1]), 1), float(k)), b[1]), 1) for k, b in enumerate(batch)]
+    return images, torch.cat(labels) if labels else torch.zeros((0, 6))
+
+
+class ValSet(torch.utils.data.Dataset):
+    """Letterboxed validation images with what is needed to map boxes back to the original."""
+
+    def __init__(self, store: ImageStore, img_size: int):
+        self.store = store
+        self.img_size = img_size
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def __getitem__(self, i: int):
+        arr, r = self.store.image(i)
+        img, (left, top) = augment.letterbox(Image.fromarray(arr), self.img_size)
+        record = self.store.records[i]
+        meta = torch.tensor([record.image_id, r, left, top, record.width, record.height], dtype=torch.float64)
+        return torch.from_numpy(np.ascontiguousarray(np.asarray(img).transpose(2, 0, 1))), meta
+
+
+def collate_val(batch):
+    return torch.stack([b[0] for b in batch]), torch.stack([b[1] for b in batch])
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """Shuffles with a generator seeded by (seed, epoch) and yields ``(index, sample_seed)``.
+
+    Each process of a DDP run takes every ``world``-th index (the order padded to a multiple of
+    ``world``). Resuming at an epoch replays exactly the samples an uninterrupted run would see.
+    """
+
+    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1, shuffle: bool = True):
+        self.n, self.seed, self.rank, self.world, self.shuffle = n, seed, rank, world, shuffle
+        self.epoch = 0
+        self.per_rank = math.ceil(n / world)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.per_rank
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = list(range(self.n))
+        order += order[: self.per_rank * self.world - self.n]
+        sample_seed = self.seed * 1000003 + self.epoch * 7919 + 1
+        for i in order[self.rank :: self.world]:
+            yield (i, sample_seed)
