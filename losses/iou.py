@@ -36,20 +36,23 @@ def unpack(pred: Tensor, target: Tensor) -> Pair:
     return Pair(*pred.unbind(-1), *target.unbind(-1))
 
 
-def inter_union(p: Pair) -> tuple[Tensor, Tensor]:
-    """Intersection and union areas; inverted boxes have zero area."""
+def inter_union(p: Pair, eps: float = 0.0) -> tuple[Tensor, Tensor]:
+    """Intersection and union (+ eps) areas; inverted boxes have zero area.
+
+    eps joins the target's area, which needs no gradient: one op fewer in the backward pass.
+    """
     inter_w = (torch.minimum(p.x2, p.gx2) - torch.maximum(p.x1, p.gx1)).clamp(min=0)
     inter_h = (torch.minimum(p.y2, p.gy2) - torch.maximum(p.y1, p.gy1)).clamp(min=0)
     inter = inter_w * inter_h
     area_pred = (p.x2 - p.x1).clamp(min=0) * (p.y2 - p.y1).clamp(min=0)
     area_target = (p.gx2 - p.gx1).clamp(min=0) * (p.gy2 - p.gy1).clamp(min=0)
-    return inter, area_pred + area_target - inter
+    return inter, area_pred + (area_target + eps) - inter
 
 
 def iou_of(p: Pair, eps: float) -> tuple[Tensor, Tensor]:
     """(IoU, union) with eps in the denominator, as torchvision."""
-    inter, union = inter_union(p)
-    return inter / (union + eps), union
+    inter, union_eps = inter_union(p, eps)
+    return inter / union_eps, union_eps - eps
 
 
 def enclosing_wh(p: Pair) -> tuple[Tensor, Tensor]:
@@ -62,13 +65,14 @@ def enclosing_wh(p: Pair) -> tuple[Tensor, Tensor]:
 
 def center_deltas(p: Pair) -> tuple[Tensor, Tensor]:
     """Centre offsets (pred - target) along x and y."""
-    return (p.x1 + p.x2 - p.gx1 - p.gx2) * 0.5, (p.y1 + p.y2 - p.gy1 - p.gy2) * 0.5
+    return ((p.x1 + p.x2) - (p.gx1 + p.gx2)) * 0.5, ((p.y1 + p.y2) - (p.gy1 + p.gy2)) * 0.5
 
 
 def center_distance_sq(p: Pair) -> Tensor:
-    """Squared distance between the box centres."""
-    dx, dy = center_deltas(p)
-    return dx * dx + dy * dy
+    """Squared distance between the box centres (halving once, after the sum)."""
+    dx2 = (p.x1 + p.x2) - (p.gx1 + p.gx2)
+    dy2 = (p.y1 + p.y2) - (p.gy1 + p.gy2)
+    return (dx2 * dx2 + dy2 * dy2) * 0.25
 
 
 def safe_div(num: Tensor, den: Tensor, fallback: float) -> Tensor:
@@ -87,10 +91,14 @@ def box_iou_pairwise(pred: Tensor, target: Tensor, *, eps: float = 1e-7) -> Tens
 
 
 def aspect_term(p: Pair, eps: float) -> Tensor:
-    """CIoU's v = 4/pi^2 (atan(wg/hg) - atan(w/h))^2, heights clamped at eps."""
-    atan_target = torch.atan((p.gx2 - p.gx1) / (p.gy2 - p.gy1).clamp(min=eps))
-    atan_pred = torch.atan((p.x2 - p.x1) / (p.y2 - p.y1).clamp(min=eps))
-    return (4 / math.pi**2) * (atan_target - atan_pred) ** 2
+    """CIoU's v = 4/pi^2 (atan(wg/hg) - atan(w/h))^2, heights clamped at eps.
+
+    atan2(w, h) equals atan(w / h) for h > 0 and is one fused op (value and gradient).
+    """
+    atan_target = torch.atan2(p.gx2 - p.gx1, (p.gy2 - p.gy1).clamp(min=eps))
+    atan_pred = torch.atan2(p.x2 - p.x1, (p.y2 - p.y1).clamp(min=eps))
+    d = atan_target - atan_pred
+    return (4 / math.pi**2) * (d * d)
 
 
 def diou_parts(p: Pair, eps: float) -> tuple[Tensor, Tensor]:
