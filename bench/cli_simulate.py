@@ -70,6 +70,19 @@ def _run(label: str, work: Callable[[Any], Any]) -> Any:
             _fail(f"{label}: {error}", code=1)
 
 
+def _save(frames: dict[str, Any], out: Path, figures: bool) -> list[Path]:
+    """Write each frame as ``out/NAME`` (atomically), then, if asked, the figures of each CSV."""
+    from bench import simulate as sim
+
+    paths = [sim._write_csv(frame, out / name) for name, frame in frames.items()]
+    if figures:
+        from reports import simulation_figures
+
+        for csv in list(paths):
+            paths += simulation_figures.plot_csv(csv, out)
+    return paths
+
+
 def _written(paths: list[Path]) -> None:
     console.print("wrote: " + ", ".join(str(p) for p in paths))
 
@@ -127,15 +140,7 @@ def convergence_command(
         ),
     )
     compute = time.perf_counter() - start
-    paths = [
-        sim._write_csv(result.curves, out / "convergence.csv"),
-        sim._write_csv(result.by_point, out / "final_error_by_point.csv"),
-    ]
-    if figures:
-        from reports import simulation_figures
-
-        for csv in list(paths):
-            paths += simulation_figures.plot_csv(csv, out)
+    paths = _save({"convergence.csv": result.curves, "final_error_by_point.csv": result.by_point}, out, figures)
 
     table = Table(title=f"E(t), sum of |dx|+|dy|+|dw|+|dh| over {result.cases:,} cases")
     for column in ("loss", "engine", "E(0)", f"E({iterations})", "seconds"):
@@ -184,11 +189,7 @@ def gradients_command(
             refs, pairs_per_bin=pairs_per_bin, bins=bins, seed=seed, device=device, progress=progress
         ),
     )
-    paths = [sim._write_csv(frame, out / "gradients.csv")]
-    if figures:
-        from reports import simulation_figures
-
-        paths += simulation_figures.plot_csv(paths[0], out)
+    paths = _save({"gradients.csv": frame}, out, figures)
     wide = frame.pivot(index="iou", columns="loss", values="grad_norm")[[r.label for r in refs]]
     table = Table(title="mean ||dL/d(pred)||_2 per IoU bin (0 = disjoint pairs)")
     table.add_column("IoU", justify="right")
@@ -236,11 +237,7 @@ def corner_center_command(
             progress=progress,
         ),
     )
-    paths = [sim._write_csv(frame, out / "corner_center.csv")]
-    if figures:
-        from reports import simulation_figures
-
-        paths += simulation_figures.plot_csv(paths[0], out)
+    paths = _save({"corner_center.csv": frame}, out, figures)
     starts = len(sim.ASPECT_RATIOS) ** 2 * 3 * directions
     table = Table(title=f"mean IoU with the target, {starts:,} starts")
     marks = sorted({0, iterations // 10, iterations // 4, iterations // 2, iterations})
