@@ -5,8 +5,8 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from bench.console import console
-from bench.console import fail as _fail_usage
+from scabench.bench.console import console
+from scabench.bench.console import fail as _fail_usage
 
 app = typer.Typer(
     help="scabench: benchmark and ablation harness for bounding-box regression losses.",
@@ -24,7 +24,7 @@ def _root() -> None:
 @app.command("losses")
 def list_losses() -> None:
     """List the registered losses: formula, paper, reference implementation, parameters."""
-    import losses
+    from scabench import losses
 
     table = Table(title="scabench loss zoo (xyxy boxes, one value per box)", show_lines=False)
     for column in ("name", "formula", "paper", "matches", "parameters"):
@@ -46,7 +46,7 @@ def check_loss_command(
     speed_pairs: int = typer.Option(1_000_000, "--speed-pairs", help="pairs for the speed check (0 skips it)"),
 ) -> None:
     """Run the loss contract on any loss: one row per property. Exit 1 if a required one fails."""
-    from bench.contract import check_loss
+    from scabench.bench.contract import check_loss
 
     try:
         checks = check_loss(name, against=against, speed_pairs=speed_pairs)
@@ -73,15 +73,15 @@ def bench_losses_command(
     device: str = typer.Option("cpu", help="cpu or cuda"),
 ) -> None:
     """Time forward+backward of every loss against torchvision's GIoU/DIoU/CIoU (same run)."""
-    from bench.loss_speed import main as run_benchmark
+    from scabench.bench.loss_speed import main as run_benchmark
 
     run_benchmark(n=pairs, repeats=repeats, device=device)
 
 
 # The other command groups live beside this file.
-from bench.cli_grid import grid_app  # noqa: E402  run, report, plot
-from bench.cli_simulate import simulate_app  # noqa: E402  simulate convergence|gradients|corner-center
-from bench.cli_train import register_train_commands  # noqa: E402  train, val, evaluate
+from scabench.bench.cli_grid import grid_app  # noqa: E402  run, report, plot
+from scabench.bench.cli_simulate import simulate_app  # noqa: E402  simulate convergence|gradients|corner-center
+from scabench.bench.cli_train import register_train_commands  # noqa: E402  train, val, evaluate
 
 app.add_typer(grid_app)
 app.add_typer(simulate_app, name="simulate")

@@ -16,8 +16,8 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from bench.console import console, err_console
-from bench.console import fail as _fail
+from scabench.bench.console import console, err_console
+from scabench.bench.console import fail as _fail
 
 grid_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -41,8 +41,8 @@ class Format(str, Enum):
 
 
 def _load(grid_file: Path, check_trainer: bool = True) -> tuple[Any, list]:
-    from bench.config import GridError, load_grid
-    from bench.grid import expand
+    from scabench.bench.config import GridError, load_grid
+    from scabench.bench.grid import expand
 
     try:
         grid = load_grid(grid_file, check_trainer=check_trainer)
@@ -83,7 +83,7 @@ def plan_table(cells: list, store: Any = None, title: str | None = None) -> Tabl
 
 
 def _check_data(grid: Any) -> None:
-    from bench.config import Problem
+    from scabench.bench.config import Problem
 
     data = grid.config.data
     if grid.config.detectors and data.is_path:
@@ -117,8 +117,8 @@ def run_command(
     report: bool = typer.Option(True, "--report/--no-report", help="write the tables and figures when the run ends"),
 ) -> None:
     """Run a grid of experiments: plan, run (resuming), then tables and figures."""
-    from bench.runner import GridBusy, run_grid
-    from bench.store import ResultStore
+    from scabench.bench.runner import GridBusy, run_grid
+    from scabench.bench.store import ResultStore
 
     grid, cells = _load(grid_file)
     out = out or Path("results") / grid.name
@@ -171,8 +171,8 @@ def _sigterm(signum: int, frame: Any) -> None:
 
 def _write_outputs(out: Path) -> None:
     """Tables (report.md / report.tex / results.csv) and figures of a finished run; print the table."""
-    from bench.store import atomic_write_text
-    from reports import tables
+    from scabench.bench.store import atomic_write_text
+    from scabench.reports import tables
 
     try:
         text = tables.report(out, fmt="markdown")
@@ -183,7 +183,7 @@ def _write_outputs(out: Path) -> None:
     except Exception as exc:  # noqa: BLE001  (a report problem must not hide the run's outcome)
         err_console.print(f"[yellow]report skipped:[/] {type(exc).__name__}: {exc}")
     try:
-        from reports.figures import plot
+        from scabench.reports.figures import plot
 
         paths = plot(out, log=lambda m: err_console.print(f"[yellow]{m}[/]"))
         if paths:
@@ -210,8 +210,8 @@ def report_command(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="write to this file instead of printing"),
 ) -> None:
     """Tables: mean ± std over seeds, change vs the baseline, paired bootstrap CI."""
-    from bench.store import atomic_write_text
-    from reports import tables
+    from scabench.bench.store import atomic_write_text
+    from scabench.reports import tables
 
     directory = _results_dir(directory)
     chosen = [m.strip() for item in (metrics or []) for m in item.split(",") if m.strip()] or None
@@ -239,7 +239,7 @@ def plot_command(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="figure folder \\[default: DIR/figures]"),
 ) -> None:
     """Figures: mAP per epoch, AP per IoU threshold, simulation figures (PNG + PDF)."""
-    from reports.figures import plot
+    from scabench.reports.figures import plot
 
     directory = _results_dir(directory)
     paths = plot(directory, out, log=lambda m: err_console.print(f"[yellow]{m}[/]"))

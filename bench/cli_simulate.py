@@ -23,8 +23,8 @@ simulate_app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-from bench.console import console, err_console
-from bench.console import fail as _fail
+from scabench.bench.console import console, err_console
+from scabench.bench.console import fail as _fail
 
 DEFAULT_OUT = Path("results/simulate")
 
@@ -44,7 +44,7 @@ def _check(fn: Callable[[], Any]) -> Any:
 
 def _run(label: str, work: Callable[[Any], Any]) -> Any:
     """Run ``work(progress_callback)`` under a rich progress bar, one task per loss."""
-    from bench.simulate import KernelUnavailable
+    from scabench.bench.simulate import KernelUnavailable
 
     columns = (
         TextColumn("[bold]{task.description:<14}"),
@@ -72,11 +72,11 @@ def _run(label: str, work: Callable[[Any], Any]) -> Any:
 
 def _save(frames: dict[str, Any], out: Path, figures: bool) -> list[Path]:
     """Write each frame as ``out/NAME`` (atomically), then, if asked, the figures of each CSV."""
-    from bench import simulate as sim
+    from scabench.bench import simulate as sim
 
     paths = [sim._write_csv(frame, out / name) for name, frame in frames.items()]
     if figures:
-        from reports import simulation_figures
+        from scabench.reports import simulation_figures
 
         for csv in list(paths):
             paths += simulation_figures.plot_csv(csv, out)
@@ -107,7 +107,7 @@ def convergence_command(
     figures: bool = typer.Option(True, "--figures/--no-figures", help="draw the figures after the CSVs"),
 ) -> None:
     """The DIoU paper's 1,715,000-case regression simulation: E(t) per loss and final-error maps."""
-    from bench import simulate as sim
+    from scabench.bench import simulate as sim
 
     refs = _check(lambda: sim.resolve_losses(losses))
     _check(lambda: sim._positive("points", points))
@@ -177,7 +177,7 @@ def gradients_command(
     figures: bool = typer.Option(True, "--figures/--no-figures", help="draw the figure after the CSV"),
 ) -> None:
     """Mean gradient norm ||dL/d(pred)|| per IoU bin (the SCALoss paper's Fig. 1 left)."""
-    from bench import simulate as sim
+    from scabench.bench import simulate as sim
 
     refs = _check(lambda: sim.resolve_losses(losses))
     _check(lambda: sim._positive("pairs_per_bin", pairs_per_bin))
@@ -214,7 +214,7 @@ def corner_center_command(
     figures: bool = typer.Option(True, "--figures/--no-figures", help="draw the figure after the CSV"),
 ) -> None:
     """IoU + corner alignment vs IoU + centre alignment from IoU 0.05 (the SCALoss paper's Fig. 1 right)."""
-    from bench import simulate as sim
+    from scabench.bench import simulate as sim
 
     refs = _check(lambda: sim.resolve_losses(losses))
     _check(lambda: sim._positive("iterations", iterations))

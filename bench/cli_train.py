@@ -14,8 +14,8 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from bench.console import console
-from bench.console import fail as _fail
+from scabench.bench.console import console
+from scabench.bench.console import fail as _fail
 
 
 def _parse_pairs(pairs: list[str] | None, what: str) -> dict[str, Any]:
@@ -43,7 +43,7 @@ def _validation_message(exc) -> str:
 
 
 def _metrics_table(title: str, metrics: dict[str, float]) -> Table:
-    from detectors.evaluate import METRICS
+    from scabench.detectors.evaluate import METRICS
 
     table = Table(title=title)
     for name in METRICS:
@@ -103,7 +103,7 @@ def train_command(
         fields["loss_params"] = {**fields.get("loss_params", {}), **_parse_pairs(loss_param, "--loss-param")}
     overrides: dict[str, Any] = dict(fields.get("hyp", {}) or {})
     if hyp is not None:
-        from detectors.config import load_hyp_file
+        from scabench.detectors.config import load_hyp_file
 
         try:
             overrides.update(load_hyp_file(hyp))
@@ -113,7 +113,7 @@ def train_command(
     if overrides:
         fields["hyp"] = overrides
 
-    from detectors import BadDataError, NonFiniteLossError, TrainConfig, train
+    from scabench.detectors import BadDataError, NonFiniteLossError, TrainConfig, train
 
     try:
         cfg = TrainConfig(**fields)
@@ -148,9 +148,9 @@ def val_command(
     """Evaluate a checkpoint on a dataset's validation split (COCO metrics)."""
     import torch
 
-    from detectors import BadDataError, load_checkpoint, model_from_checkpoint
-    from detectors import evaluate as ev
-    from detectors.data import ImageStore, ValSet, collate_val, load_dataset
+    from scabench.detectors import BadDataError, load_checkpoint, model_from_checkpoint
+    from scabench.detectors import evaluate as ev
+    from scabench.detectors.data import ImageStore, ValSet, collate_val, load_dataset
 
     if bad_data not in ("error", "skip"):
         _fail(f"--bad-data must be error or skip, got {bad_data!r}")
@@ -198,7 +198,7 @@ def evaluate_command(
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as one JSON object."),
 ) -> None:
     """COCO box metrics AP, AP50, AP65, AP75, AP80, AP90, APs, APm, APl (fractions) of a results file."""
-    from detectors import evaluate_coco
+    from scabench.detectors import evaluate_coco
 
     try:
         metrics = evaluate_coco(gt_json, dets_json)

@@ -461,7 +461,7 @@ def _sorted(problems: list[Problem], lines: dict[tuple, int]) -> list[Problem]:
 def study_options() -> dict[str, tuple[str, ...]] | None:
     """``bench.simulate.STUDY_OPTIONS`` (study -> option names), or None if not importable."""
     try:
-        from bench.simulate import STUDY_OPTIONS  # noqa: PLC0415  (lazy: imports torch)
+        from scabench.bench.simulate import STUDY_OPTIONS  # noqa: PLC0415  (lazy: imports torch)
     except Exception:  # noqa: BLE001
         return None
     return dict(STUDY_OPTIONS)
@@ -541,7 +541,7 @@ def _loss_sections(data: dict) -> list[tuple[tuple, list]]:
 
 def _check_losses(data: dict) -> tuple[dict, list[Problem]]:
     """Check every loss entry through ``losses.get_loss``; return the resolved parameters."""
-    import losses
+    from scabench import losses
 
     problems: list[Problem] = []
     resolved: dict[tuple, tuple[dict, dict]] = {}
@@ -606,10 +606,10 @@ def _exc_text(exc: BaseException) -> str:
 def trainer_config_class() -> Any:
     """``detectors.TrainConfig``, or None when the package is not importable (yet)."""
     try:
-        from detectors import TrainConfig  # noqa: PLC0415  (lazy: heavy)
+        from scabench.detectors import TrainConfig  # noqa: PLC0415  (lazy: heavy)
     except Exception:  # noqa: BLE001
         try:
-            from detectors.config import TrainConfig  # noqa: PLC0415
+            from scabench.detectors.config import TrainConfig  # noqa: PLC0415
         except Exception:  # noqa: BLE001
             return None
     return TrainConfig
@@ -687,7 +687,7 @@ def _check_against_trainer(grid: Grid) -> list[Problem]:
     TrainConfig = trainer_config_class()
     if TrainConfig is None:
         return []  # not built yet / broken: the runner reports it per cell
-    from bench.grid import expand  # noqa: PLC0415  (grid imports config)
+    from scabench.bench.grid import expand  # noqa: PLC0415  (grid imports config)
 
     problems: list[Problem] = []
     for cell in expand(grid):

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-import losses
-from losses.registry import BoxLoss
+from scabench import losses
+from scabench.losses.registry import BoxLoss
 
 RELATIONS = ("overlap", "disjoint", "nested", "enclosing", "near")
 
@@ -196,7 +196,7 @@ def check_gradcheck(loss: BoxLoss) -> Check:
 
 
 def check_speed(loss: BoxLoss, pairs: int) -> Check:
-    from bench.loss_speed import median_seconds, random_boxes
+    from scabench.bench.loss_speed import median_seconds, random_boxes
     from torchvision.ops import complete_box_iou_loss
 
     def body():

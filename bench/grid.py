@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.config import DATA_AXES, DETECTOR_AXES, Grid
+from scabench.bench.config import DATA_AXES, DETECTOR_AXES, Grid
 
 ID_LENGTH = 12
 
@@ -176,7 +176,7 @@ def expand(grid: Grid) -> list[Cell]:
 
 def default_study_losses(study: str) -> tuple[str, ...]:
     """The loss list a study draws when the grid names none (the paper's curves)."""
-    from bench import simulate
+    from scabench.bench import simulate
 
     return {
         "convergence": simulate.CONVERGENCE_LOSSES,
@@ -187,7 +187,7 @@ def default_study_losses(study: str) -> tuple[str, ...]:
 
 def _study_options(study: str, options: dict[str, Any]) -> dict[str, Any]:
     """Keep the options this study knows (a shared ``options:`` may hold other studies' too)."""
-    from bench.config import study_options
+    from scabench.bench.config import study_options
 
     known = study_options()
     if known is None:
@@ -205,7 +205,7 @@ def _raw(grid: Grid, key: str) -> Any:
 
 
 def _check_unique(cells: list[Cell], grid: Grid) -> None:
-    from bench.config import Problem
+    from scabench.bench.config import Problem
 
     seen: dict[str, Cell] = {}
     for cell in cells:

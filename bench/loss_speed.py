@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from torchvision import ops
 
-import losses
+from scabench import losses
 
 BASELINES: dict[str, Callable] = {
     "torchvision.giou": ops.generalized_box_iou_loss,

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from bench.store import (
+from scabench.bench.store import (
     CELL_LOCK,
     CONFIG,
     LOG,
@@ -69,7 +69,7 @@ CellFn = Callable[[dict, dict, Path], "dict | None"]
 
 def train_cell(config: dict[str, Any], runtime: dict[str, Any], out_dir: Path) -> dict | None:
     """Train one detector cell with ``detectors.train`` (resumes from ``out_dir/last.pt``)."""
-    from detectors import TrainConfig, train  # lazy: heavy
+    from scabench.detectors import TrainConfig, train  # lazy: heavy
 
     kwargs = {k: v for k, v in config.items() if k != "kind"}
     data = kwargs.get("data", "synthetic-shapes")
@@ -85,7 +85,7 @@ def train_cell(config: dict[str, Any], runtime: dict[str, Any], out_dir: Path) -
 def simulate_cell(config: dict[str, Any], runtime: dict[str, Any], out_dir: Path) -> dict | None:
     """Run one synthetic study with ``bench.simulate.run_study`` into ``out_dir`` (CSVs only:
     figures come from ``scabench plot``); progress goes to ``out_dir/progress.json``."""
-    from bench.simulate import run_study  # lazy: heavy
+    from scabench.bench.simulate import run_study  # lazy: heavy
 
     start = time.time()
     loss_specs = [_loss_spec(entry) for entry in config.get("losses") or []] or None
@@ -114,8 +114,8 @@ PROGRESS = "progress.json"
 def loss_sources(config: dict[str, Any]) -> dict[str, dict[str, str]]:
     """File and SHA-256 of every user loss (``module:function``) a cell names, by the name
     the user wrote, so a result can be traced to the code that made it."""
-    import losses
-    from losses.user import is_reference
+    from scabench import losses
+    from scabench.losses.user import is_reference
 
     names = [config["loss"]] if config.get("loss") else [e["name"] for e in config.get("losses") or []]
     sources = {}
@@ -142,7 +142,7 @@ def _progress_writer(path: Path, every: float = 0.5) -> Callable[[str, float], N
 
 def _loss_spec(entry: dict[str, Any]) -> Any:
     """A loss for ``run_study``: its name, or ``(name, params)`` where parameters differ from defaults."""
-    import losses
+    from scabench import losses
 
     name, params = entry["name"], entry.get("params") or {}
     try:
@@ -454,10 +454,14 @@ def _slots(cells: list, gpus: list[int] | None, gpus_per_cell: int) -> list[tupl
 
 
 def cell_command(cell_dir: Path, device: str | None, gpus_per_cell: int = 1) -> list[str]:
-    """The command that runs one cell (through torchrun for a multi-GPU training cell)."""
-    tail = ["-m", "bench.runner", str(cell_dir)] + (["--device", device] if device else [])
+    """The command that runs one cell (through torchrun for a multi-GPU training cell).
+
+    ``-P``: the current folder is not put on ``sys.path``, so no user file shadows a module;
+    user losses named ``module:function`` are still found there (:func:`losses.user.load_function`).
+    """
+    tail = ["-P", "-m", "scabench.bench.runner", str(cell_dir)] + (["--device", device] if device else [])
     if gpus_per_cell > 1:
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus_per_cell}"] + tail
+        return [sys.executable, "-P", "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus_per_cell}"] + tail[1:]
     return [sys.executable] + tail
 
 

@@ -78,11 +78,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from detectors.files import atomic_path
+from scabench.results import atomic_path
 from torch import Tensor
 
-import losses as loss_zoo
-from losses.iou import box_iou_pairwise
+from scabench import losses as loss_zoo
+from scabench.losses.iou import box_iou_pairwise
 
 ProgressFn = Callable[[str, float], None]
 """``progress(label, fraction_done)``: called as work finishes (fraction in [0, 1])."""
@@ -705,7 +705,7 @@ def kernel_supports(loss: loss_zoo.BoxLoss, device: torch.device) -> str | None:
         return f"the fused kernel runs on the CPU only (device {device})"
     if type(loss) is not loss_zoo.BoxLoss or loss.spec.name not in KERNEL_LOSSES:
         return f"no fused kernel for {loss.name!r} (only {', '.join(KERNEL_LOSSES)})"
-    if loss.spec.fn.__module__ not in ("losses.iou", "losses.sca"):
+    if loss.spec.fn.__module__ not in ("scabench.losses.iou", "scabench.losses.sca"):
         return f"{loss.name!r} is not the built-in loss"
     return None
 
@@ -1154,7 +1154,7 @@ def run_study(
         )
         written.append(_write_csv(frame, out / "corner_center.csv"))
     if figures:
-        from reports import simulation_figures
+        from scabench.reports import simulation_figures
 
         for csv in list(written):
             written.extend(simulation_figures.plot_csv(csv, out))

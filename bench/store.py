@@ -36,7 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from detectors.files import atomic_write_json, atomic_write_text  # noqa: F401  (re-exported)
+from scabench.results import atomic_write_json, atomic_write_text  # noqa: F401  (re-exported)
 
 CONFIG = "config.json"
 RECORD = "record.json"

@@ -17,11 +17,11 @@ import os as _os
 # takes effect if torch is not imported yet; a value set by the user wins.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from detectors.config import HYP_SCRATCH, TrainConfig
-from detectors.data import BadDataError, load_dataset
-from detectors.evaluate import METRICS, evaluate_coco, non_max_suppression
-from detectors.models import ANCHORS, MODELS, build_model, count_parameters
-from detectors.trainer import NonFiniteLossError, load_checkpoint, model_from_checkpoint, train
+from scabench.detectors.config import HYP_SCRATCH, TrainConfig
+from scabench.detectors.data import BadDataError, load_dataset
+from scabench.detectors.evaluate import METRICS, evaluate_coco, non_max_suppression
+from scabench.detectors.models import ANCHORS, MODELS, build_model, count_parameters
+from scabench.detectors.trainer import NonFiniteLossError, load_checkpoint, model_from_checkpoint, train
 
 __all__ = [
     "ANCHORS",

@@ -13,8 +13,8 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from detectors.models import MODELS
-from detectors.synthetic import TRAIN_SIZE, VAL_SIZE
+from scabench.detectors.models import MODELS
+from scabench.detectors.synthetic import TRAIN_SIZE, VAL_SIZE
 
 # hyp.scratch.yaml of ultralytics/yolov3 v9.6.0 (values, not code).
 HYP_SCRATCH: dict[str, float] = {
@@ -128,7 +128,7 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _loss_exists(self) -> "TrainConfig":
-        import losses
+        from scabench import losses
 
         try:
             losses.get_loss(self.loss, **self.loss_params)

@@ -37,8 +37,8 @@ import torch
 import yaml
 from PIL import Image, UnidentifiedImageError
 
-from detectors import augment
-from detectors.synthetic import TRAIN_SIZE, VAL_SIZE, ensure_synthetic_shapes
+from scabench.detectors import augment
+from scabench.detectors.synthetic import TRAIN_SIZE, VAL_SIZE, ensure_synthetic_shapes
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 BOX_TOLERANCE = 1.0  # px a COCO box may stick out of its image (rounding) before it is an error

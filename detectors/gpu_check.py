@@ -29,12 +29,12 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
-import losses  # noqa: E402
-from detectors.config import HYP_SCRATCH, TrainConfig  # noqa: E402
-from detectors.data import EpochSampler, ImageStore, TrainSet, collate_train, load_dataset  # noqa: E402
-from detectors.loss import YoloLoss  # noqa: E402
-from detectors.models import build_model  # noqa: E402
-from detectors.trainer import ModelEMA, parameter_groups, train  # noqa: E402
+from scabench import losses  # noqa: E402
+from scabench.detectors.config import HYP_SCRATCH, TrainConfig  # noqa: E402
+from scabench.detectors.data import EpochSampler, ImageStore, TrainSet, collate_train, load_dataset  # noqa: E402
+from scabench.detectors.loss import YoloLoss  # noqa: E402
+from scabench.detectors.models import build_model  # noqa: E402
+from scabench.detectors.trainer import ModelEMA, parameter_groups, train  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

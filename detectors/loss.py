@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from losses.iou import box_iou_pairwise
+from scabench.losses.iou import box_iou_pairwise
 
 # centre cell, then the neighbours: left, up, right, down (offsets subtracted from the centre)
 _NEIGHBOURS = torch.tensor([[0.0, 0.0], [0.5, 0.0], [0.0, 0.5], [-0.5, 0.0], [0.0, -0.5]])

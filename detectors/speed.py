@@ -23,11 +23,11 @@ import time  # noqa: E402
 
 import torch  # noqa: E402
 
-import losses  # noqa: E402
-from detectors.config import HYP_SCRATCH  # noqa: E402
-from detectors.data import EpochSampler, ImageStore, TrainSet, collate_train, load_dataset  # noqa: E402
-from detectors.loss import YoloLoss  # noqa: E402
-from detectors.models import build_model  # noqa: E402
+from scabench import losses  # noqa: E402
+from scabench.detectors.config import HYP_SCRATCH  # noqa: E402
+from scabench.detectors.data import EpochSampler, ImageStore, TrainSet, collate_train, load_dataset  # noqa: E402
+from scabench.detectors.loss import YoloLoss  # noqa: E402
+from scabench.detectors.models import build_model  # noqa: E402
 
 CASES = [("yolov3-tiny", 0.25, 128, 32), ("yolov3-tiny", 1.0, 320, 8)]
 

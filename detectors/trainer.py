@@ -47,14 +47,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-import losses
-from detectors import evaluate as ev
-from detectors.anchors import choose_anchors
-from detectors.config import TrainConfig
-from detectors.files import atomic_torch_save, atomic_write_bytes, atomic_write_json
-from detectors.data import EpochSampler, ImageStore, TrainSet, ValSet, collate_train, collate_val, load_dataset
-from detectors.loss import YoloLoss
-from detectors.models import ANCHORS, build_model, count_parameters
+from scabench import losses
+from scabench.detectors import evaluate as ev
+from scabench.detectors.anchors import choose_anchors
+from scabench.detectors.config import TrainConfig
+from scabench.results import atomic_torch_save, atomic_write_bytes, atomic_write_json
+from scabench.detectors.data import EpochSampler, ImageStore, TrainSet, ValSet, collate_train, collate_val, load_dataset
+from scabench.detectors.loss import YoloLoss
+from scabench.detectors.models import ANCHORS, build_model, count_parameters
 
 NOMINAL_BATCH = 64
 CHECKPOINT_FORMAT = "scabench-yolov3-v1"

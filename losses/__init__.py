@@ -8,7 +8,7 @@
 ``losses.available()`` lists the names; ``"iou+cd"`` style sums compose them.
 """
 
-from losses.registry import (
+from scabench.losses.registry import (
     BoxLoss,
     LossSpec,
     available,
@@ -20,7 +20,7 @@ from losses.registry import (
 )
 
 # Importing the modules registers their losses.
-from losses import iou, sca, coordinate, successors, wise_iou  # noqa: E402,F401  isort: skip
+from scabench.losses import iou, sca, coordinate, successors, wise_iou  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "BoxLoss",

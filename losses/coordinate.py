@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from losses.registry import register
+from scabench.losses.registry import register
 
 
 @register(

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from losses.registry import register
+from scabench.losses.registry import register
 
 
 class Pair(NamedTuple):

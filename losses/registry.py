@@ -112,7 +112,7 @@ def spec(name: str) -> LossSpec:
     _ensure_loaded()
     if name in _REGISTRY:
         return _REGISTRY[name]
-    from losses import user
+    from scabench.losses import user
 
     if user.is_reference(name):
         if name not in _USER_SPECS:
@@ -130,12 +130,12 @@ _entry_points_loaded = False
 def _ensure_loaded() -> None:
     """Import the built-in modules (they register on import) and the entry-point losses once."""
     global _entry_points_loaded
-    import losses  # noqa: F401
+    from scabench import losses  # noqa: F401
 
     if _entry_points_loaded:
         return
     _entry_points_loaded = True
-    from losses import user
+    from scabench.losses import user
 
     for name, entry_spec in user.entry_point_specs().items():
         if name in _REGISTRY:
@@ -239,7 +239,7 @@ class BoxLoss:
         """
         with torch.no_grad():
             if self.spec.similarity == "iou":
-                from losses.iou import box_iou_pairwise
+                from scabench.losses.iou import box_iou_pairwise
 
                 return box_iou_pairwise(_float32_if_half(pred), _float32_if_half(target), eps=self.eps)
             if loss is None:

@@ -19,8 +19,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from losses.iou import Pair, safe_div, unpack
-from losses.registry import register
+from scabench.losses.iou import Pair, safe_div, unpack
+from scabench.losses.registry import register
 
 
 def side_overlap(p: Pair) -> tuple[Tensor, Tensor, Tensor]:

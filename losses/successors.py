@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from losses.iou import (
+from scabench.losses.iou import (
     Pair,
     aspect_term,
     center_deltas,
@@ -27,7 +27,7 @@ from losses.iou import (
     safe_div,
     unpack,
 )
-from losses.registry import register
+from scabench.losses.registry import register
 
 # --------------------------------------------------------------------------------------
 # Helpers (degenerate-safe arithmetic)

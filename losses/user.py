@@ -12,12 +12,13 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import os
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from losses.registry import LossFn, LossSpec, parameters
+from scabench.losses.registry import LossFn, LossSpec, parameters
 
 ENTRY_POINT_GROUP = "scabench.losses"
 
@@ -44,6 +45,23 @@ def _import_file(path: Path):
     return module
 
 
+def _import_module(name: str):
+    """Import ``name`` as ``python -c`` would: the current folder first, then ``sys.path``.
+
+    The ``scabench`` command and its cell processes do not put the current folder on
+    ``sys.path`` (so no user file shadows a module); a user's ``my_losses:fn`` is found there.
+    """
+    here = os.getcwd()
+    added = here not in sys.path
+    if added:
+        sys.path.insert(0, here)
+    try:
+        return importlib.import_module(name)
+    finally:
+        if added and here in sys.path:
+            sys.path.remove(here)
+
+
 def load_function(reference: str) -> LossFn:
     """Import the function a ``module:function`` or ``path.py:function`` reference names."""
     where, _, attribute = reference.rpartition(":")
@@ -56,7 +74,7 @@ def load_function(reference: str) -> LossFn:
                 raise FileNotFoundError(f"loss reference {reference!r}: no file {path}")
             module = _import_file(path)
         else:
-            module = importlib.import_module(where)
+            module = _import_module(where)
     except (ImportError, FileNotFoundError) as error:
         raise ValueError(f"loss reference {reference!r}: cannot import {where!r}: {error}") from error
     fn = getattr(module, attribute, None)

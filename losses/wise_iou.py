@@ -32,8 +32,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from losses.iou import center_distance_sq, enclosing_wh, iou_of, unpack
-from losses.registry import register
+from scabench.losses.iou import center_distance_sq, enclosing_wh, iou_of, unpack
+from scabench.losses.registry import register
 
 #: The authors' published running-mean momentum (WIoU_Scale._momentum).
 WIOU_MOMENTUM = 1 - 0.5 ** (1 / 7000)

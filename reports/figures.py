@@ -19,27 +19,12 @@ from typing import Any
 
 import pandas as pd
 
-from reports.tables import _cell_dirs, _read_json, load_epochs, load_runs, setting_columns
+from scabench.reports.style import palette as loss_palette
+from scabench.reports.style import save as _save
+from scabench.reports.style import set_style
+from scabench.reports.tables import _cell_dirs, _read_json, load_epochs, load_runs, setting_columns
 
 THRESHOLDS = (("AP50", 50), ("AP65", 65), ("AP75", 75), ("AP80", 80), ("AP90", 90))
-FORMATS = ("png", "pdf")
-
-
-def set_style() -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import seaborn as sns
-
-    sns.set_theme(context="paper", style="whitegrid", palette="colorblind", font_scale=1.25,
-                  rc={"lines.linewidth": 1.8, "axes.titleweight": "bold", "savefig.bbox": "tight"})
-
-
-def loss_palette(losses: list[str]) -> dict[str, Any]:
-    import seaborn as sns
-
-    colours = sns.color_palette("colorblind", 10) if len(losses) <= 10 else sns.color_palette("husl", len(losses))
-    return {loss: colours[i] for i, loss in enumerate(losses)}
 
 
 def _panels(frame: pd.DataFrame, settings: list[str]) -> pd.Series:
@@ -48,16 +33,6 @@ def _panels(frame: pd.DataFrame, settings: list[str]) -> pd.Series:
         name = column.removeprefix("setting:")
         labels = labels + ", " + name + "=" + frame[column].map(lambda v: "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:g}" if isinstance(v, float) else str(v))
     return labels
-
-
-def _save(fig: Any, out: Path, name: str) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for ext in FORMATS:
-        path = out / f"{name}.{ext}"
-        fig.savefig(path, dpi=200)
-        paths.append(path)
-    return paths
 
 
 def plot_map_per_epoch(epochs: pd.DataFrame, out: Path, *, settings: list[str], palette: dict) -> list[Path]:
@@ -131,7 +106,7 @@ def plot_simulation_cells(root: Path, out: Path, *, log: Any = None) -> list[Pat
     if not cells:
         return []
     try:
-        from reports import simulation_figures
+        from scabench.reports import simulation_figures
     except ImportError as exc:
         if log:
             log(f"simulation figures skipped: reports.simulation_figures is not available ({exc})")

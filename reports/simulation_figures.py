@@ -23,47 +23,10 @@ from typing import Any, Callable
 
 import pandas as pd
 
-FORMATS = ("png", "pdf")
-LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)))
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
-
-
-def _style() -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import seaborn as sns
-
-    sns.set_theme(
-        context="paper",
-        style="whitegrid",
-        palette="colorblind",
-        font_scale=1.25,
-        rc={"lines.linewidth": 1.8, "axes.titleweight": "bold", "savefig.bbox": "tight"},
-    )
-
-
-def _palette(names: list[str]) -> dict[str, Any]:
-    import seaborn as sns
-
-    colours = sns.color_palette("colorblind", 10) if len(names) <= 10 else sns.color_palette("husl", len(names))
-    return {name: colours[i] for i, name in enumerate(names)}
-
-
-def _save(fig: Any, out: Path, name: str) -> list[Path]:
-    import matplotlib.pyplot as plt
-
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for ext in FORMATS:
-        path = out / f"{name}.{ext}"
-        tmp = path.with_name(f".{path.stem}.tmp.{ext}")
-        fig.savefig(tmp, dpi=200, format=ext)
-        tmp.replace(path)  # atomic: a reader never sees half a figure
-        paths.append(path)
-    plt.close(fig)
-    return paths
-
+from scabench.reports.style import LINESTYLES, MARKERS
+from scabench.reports.style import palette as _palette
+from scabench.reports.style import save as _save
+from scabench.reports.style import set_style as _style
 
 def _order(frame: pd.DataFrame, column: str) -> list[str]:
     return list(dict.fromkeys(frame[column].astype(str)))

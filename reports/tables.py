@@ -29,7 +29,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from reports import paper as paper_mod
+from scabench.reports import paper as paper_mod
 
 DEFAULT_METRICS = ("AP", "AP50", "AP65", "AP75", "AP80", "AP90")
 ALL_METRICS = ("AP", "AP50", "AP65", "AP75", "AP80", "AP90", "APs", "APm", "APl")

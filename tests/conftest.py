@@ -1,6 +1,6 @@
 import pytest
 
-from bench.contract import RELATIONS
+from scabench.bench.contract import RELATIONS
 
 
 @pytest.fixture(params=RELATIONS)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 from typer.testing import CliRunner
 
-from bench.cli import app
+from scabench.bench.cli import app
 from tests.test_runner import scabench
 
 USER_FILE = Path(__file__).resolve().parent / "fixtures" / "my_losses.py"
@@ -32,7 +32,7 @@ def test_simulate_takes_a_user_loss(tmp_path):
 
 
 def test_trainer_takes_a_user_loss(tmp_path):
-    from detectors import TrainConfig, train
+    from scabench.detectors import TrainConfig, train
 
     config = TrainConfig(
         data="synthetic-shapes", train_size=32, val_size=8, width=0.125, img_size=64, epochs=1,

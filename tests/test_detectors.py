@@ -10,13 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
-import losses
-from detectors import BadDataError, TrainConfig, build_model, count_parameters, evaluate_coco, load_dataset
-from detectors import evaluate as ev
-from detectors.config import HYP_SCRATCH
-from detectors.data import EpochSampler, ImageStore, TrainSet, collate_train
-from detectors.loss import YoloLoss, build_targets
-from detectors.trainer import cosine, parameter_groups, warmup_iterations
+from scabench import losses
+from scabench.detectors import BadDataError, TrainConfig, build_model, count_parameters, evaluate_coco, load_dataset
+from scabench.detectors import evaluate as ev
+from scabench.detectors.config import HYP_SCRATCH
+from scabench.detectors.data import EpochSampler, ImageStore, TrainSet, collate_train
+from scabench.detectors.loss import YoloLoss, build_targets
+from scabench.detectors.trainer import cosine, parameter_groups, warmup_iterations
 
 FIXTURES = Path(__file__).parent / "fixtures" / "detectors"
 
@@ -279,7 +279,7 @@ def test_nms_multilabel_per_image_and_max_det():
 
 
 def test_synthetic_shapes_is_deterministic_and_cached(tmp_path, monkeypatch):
-    from detectors import synthetic
+    from scabench.detectors import synthetic
 
     monkeypatch.setenv("SCABENCH_CACHE", str(tmp_path))
     a, objs_a = synthetic.render(3, "train", 5)
@@ -447,7 +447,7 @@ def test_warmup_and_schedule():
 def test_cli_evaluate_json_and_usage_errors(tmp_path):
     from typer.testing import CliRunner
 
-    from bench.cli import app
+    from scabench.bench.cli import app
 
     runner = CliRunner()
     gt, dets = FIXTURES / "coco_gt.json", FIXTURES / "coco_dets.json"
@@ -470,7 +470,7 @@ def test_cli_evaluate_json_and_usage_errors(tmp_path):
 def test_anchor_fit_and_kmeans():
     from types import SimpleNamespace
 
-    from detectors.anchors import best_possible_recall, choose_anchors, fitness, kmeans_anchors
+    from scabench.detectors.anchors import best_possible_recall, choose_anchors, fitness, kmeans_anchors
 
     rng = np.random.default_rng(0)
     wh = np.concatenate([rng.normal(12, 2, (300, 2)), rng.normal(60, 8, (300, 2)) * [1.0, 3.0]]).clip(3)

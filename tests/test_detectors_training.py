@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import detectors
-from detectors import NonFiniteLossError, TrainConfig, load_checkpoint, train
-from detectors import trainer as train_module
+from scabench import detectors
+from scabench.detectors import NonFiniteLossError, TrainConfig, load_checkpoint, train
+from scabench.detectors import trainer as train_module
 
 KEYS = ["epoch", "loss_box", "loss_obj", "loss_cls", "lr", "AP", "AP50", "AP65", "AP75", "AP80", "AP90", "APs", "APm", "APl", "seconds"]
 
@@ -60,7 +60,7 @@ def test_short_training_learns(tmp_path):
     # the checkpoint evaluates to the same numbers through `scabench val`
     from typer.testing import CliRunner
 
-    from bench.cli import app
+    from scabench.bench.cli import app
 
     result = CliRunner().invoke(app, ["val", "--weights", str(out / "last.pt"), "--json", "--workers", "0"])
     assert result.exit_code == 0, result.output
@@ -142,7 +142,7 @@ def test_ddp_gloo_two_processes(tmp_path):
     out = tmp_path / "ddp"
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1", "--nproc_per_node", "2",
-        "-m", "bench.cli", "train", "--data", "synthetic-shapes", "--train-size", "32", "--val-size", "16",
+        "-m", "scabench.bench.cli", "train", "--data", "synthetic-shapes", "--train-size", "32", "--val-size", "16",
         "--img-size", "64", "--width", "0.25", "--epochs", "2", "--batch-size", "8", "--device", "cpu",
         "--workers", "0", "--loss", "sca", "--out", str(out), "--no-progress",
     ]  # fmt: skip

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.config import GridError, load_grid, parse_grid
-from bench.grid import canonical_json, config_hash, expand
+from scabench.bench.config import GridError, load_grid, parse_grid
+from scabench.bench.grid import canonical_json, config_hash, expand
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "experiments"
@@ -75,7 +75,7 @@ simulate: {studies: [gradients]}
 
 
 def test_simulation_cells_take_study_losses_and_options():
-    from bench import simulate
+    from scabench.bench import simulate
 
     g = grid("""
 name: s
@@ -194,7 +194,7 @@ def test_all_problems_are_reported_at_once_in_line_order():
 
 
 def test_trainer_settings_are_checked_against_detectors_trainconfig():
-    pytest.importorskip("detectors.config")
+    pytest.importorskip("scabench.detectors.config")
     text = "name: b\ndetectors: [yolov5]\ntrain:\n  img_size: 100\n  hyp: {lr00: 0.1}\nlosses: [iou]\n"
     with pytest.raises(GridError) as info:
         grid(text, check_trainer=True)
@@ -207,7 +207,7 @@ def test_trainer_settings_are_checked_against_detectors_trainconfig():
 def test_cli_exits_2_with_the_messages_and_no_traceback(tmp_path):
     from typer.testing import CliRunner
 
-    from bench.cli import app
+    from scabench.bench.cli import app
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: b\ndetectors: [yolov3-tiny]\nlosses: [iou, giouu]\n")
@@ -222,7 +222,7 @@ def test_cli_exits_2_with_the_messages_and_no_traceback(tmp_path):
 def test_a_missing_data_path_is_a_config_error_at_run_time(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from bench.cli import app
+    from scabench.bench.cli import app
 
     monkeypatch.delenv("SCABENCH_TEST_COCO", raising=False)
     path = tmp_path / "coco.yaml"

@@ -7,9 +7,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import losses
-from bench.cli import app
-from bench.contract import check_loss, random_pairs
+from scabench import losses
+from scabench.bench.cli import app
+from scabench.bench.contract import check_loss, random_pairs
 
 NAMES = losses.available()
 

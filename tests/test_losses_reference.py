@@ -7,8 +7,8 @@ import torch
 from torchvision import ops
 from torchvision.ops._utils import _loss_inter_union
 
-import losses
-from bench.contract import random_pairs
+from scabench import losses
+from scabench.bench.contract import random_pairs
 
 TORCHVISION = {
     "giou": ops.generalized_box_iou_loss,

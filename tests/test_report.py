@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.config import parse_grid
-from bench.grid import expand
-from bench.runner import prepare
-from bench.store import atomic_write_json
-from reports import tables
+from scabench.bench.config import parse_grid
+from scabench.bench.grid import expand
+from scabench.bench.runner import prepare
+from scabench.bench.store import atomic_write_json
+from scabench.reports import tables
 
 METRICS = ["AP", "AP50", "AP65", "AP75", "AP80", "AP90", "APs", "APm", "APl"]
 
@@ -211,8 +211,8 @@ def test_figures_are_written_and_not_empty(tmp_path, monkeypatch):
         (Path(out_dir) / "gradients.png").write_bytes(b"\x89PNG fake")
         return [Path(out_dir) / "gradients.png"]
 
-    monkeypatch.setitem(sys.modules, "reports.simulation_figures", types.SimpleNamespace(plot_simulations=fake_plot))
-    from reports.figures import plot
+    monkeypatch.setitem(sys.modules, "scabench.reports.simulation_figures", types.SimpleNamespace(plot_simulations=fake_plot))
+    from scabench.reports.figures import plot
 
     paths = plot(out)
     names = sorted(p.name for p in paths)
@@ -228,7 +228,7 @@ def test_figures_are_written_and_not_empty(tmp_path, monkeypatch):
 def test_report_and_plot_commands(tmp_path):
     from typer.testing import CliRunner
 
-    from bench.cli import app
+    from scabench.bench.cli import app
 
     out = make_results(tmp_path)
     runner = CliRunner()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.store import atomic_write_json, atomic_write_text, read_json, read_jsonl
+from scabench.bench.store import atomic_write_json, atomic_write_text, read_json, read_jsonl
 
 HERE = Path(__file__).resolve()
 REPO = HERE.parents[1]
@@ -88,7 +88,7 @@ def scabench(args: list[str], env: dict, monkeypatch) -> Result:
     """Run the CLI in this process (torch is imported once per session, not per call)."""
     from typer.testing import CliRunner
 
-    from bench.cli import app
+    from scabench.bench.cli import app
 
     for key in ("FAKE_FAIL", "FAKE_KILL", "FAKE_SLEEP"):
         monkeypatch.delenv(key, raising=False)
@@ -147,8 +147,8 @@ def test_failing_cell_does_not_stop_the_others(tmp_path, env, monkeypatch):
 
 PARENT = """
 import json, sys
-from bench.grid import Cell
-from bench.runner import run_grid
+from scabench.bench.grid import Cell
+from scabench.bench.runner import run_grid
 cells = [Cell(**c) for c in json.load(open(sys.argv[1]))]
 sys.exit(0 if run_grid(cells, sys.argv[2], progress=False, poll=0.05).ok else 1)
 """
@@ -160,8 +160,8 @@ def test_resume_after_kill_at_random_points(tmp_path, env):
     The runner is started without the CLI (which imports torch: seconds per start here) from
     the expanded cells; killing it kills the cell process too (PR_SET_PDEATHSIG).
     """
-    from bench.config import parse_grid
-    from bench.grid import expand
+    from scabench.bench.config import parse_grid
+    from scabench.bench.grid import expand
 
     grid = parse_grid(GRID.format(losses="iou, giou, diou, sca", seeds="0, 1", epochs=4), tmp_path / "g.yaml", check_trainer=False)
     cells = [{"kind": c.kind, "config": c.config, "runtime": c.runtime, "labels": c.labels} for c in expand(grid)]
@@ -201,14 +201,14 @@ def test_resume_after_kill_at_random_points(tmp_path, env):
     computed = sum(1 for e in log if e[0] == "epoch")
     assert 8 * 4 <= computed <= 8 * 4 + kills
 
-    from reports.tables import load_epochs, load_runs
+    from scabench.reports.tables import load_epochs, load_runs
 
     assert len(load_runs(out)) == 8
     assert len(load_epochs(out)) == 8 * 4
 
 
 def test_a_second_run_on_the_same_folder_is_refused(tmp_path, env, monkeypatch):
-    from bench.store import FileLock
+    from scabench.bench.store import FileLock
 
     grid = write_grid(tmp_path)
     out = tmp_path / "out"
@@ -256,9 +256,9 @@ def test_slurm_executor_with_submitits_local_backend(tmp_path, env, monkeypatch)
 
 def test_run_cell_repairs_a_record_when_the_summary_exists(tmp_path):
     """A kill between summary.json and record.json: the summary wins, nothing reruns."""
-    from bench.config import parse_grid
-    from bench.grid import expand
-    from bench.runner import prepare, run_cell
+    from scabench.bench.config import parse_grid
+    from scabench.bench.grid import expand
+    from scabench.bench.runner import prepare, run_cell
 
     grid = parse_grid(GRID.format(losses="iou", seeds="0", epochs=2), tmp_path / "g.yaml", check_trainer=False)
     cells = expand(grid)
@@ -272,7 +272,7 @@ def test_run_cell_repairs_a_record_when_the_summary_exists(tmp_path):
 
 
 def test_cell_state_reads_a_dead_running_record_as_interrupted(tmp_path):
-    from bench.store import FileLock, cell_state
+    from scabench.bench.store import FileLock, cell_state
 
     path = tmp_path / "cell"
     path.mkdir()
@@ -298,8 +298,8 @@ def test_one_cell_per_gpu_with_several_gpus(tmp_path, env, monkeypatch):
 
 
 def test_slots_and_commands():
-    from bench.grid import Cell
-    from bench.runner import _slots, cell_command
+    from scabench.bench.grid import Cell
+    from scabench.bench.runner import _slots, cell_command
 
     auto = [Cell("train", {"loss": "iou"}, {"device": None}, {})]
     cpu = [Cell("train", {"loss": "iou"}, {"device": "cpu"}, {})]
@@ -309,6 +309,6 @@ def test_slots_and_commands():
     assert _slots(cpu, [0, 1], 1) == [None]
     assert _slots(pinned, [0, 1], 1) == [None]  # an explicit cuda:N runs unmasked, in order
     ddp = cell_command(Path("/r/cells/abc"), "cuda", 4)
-    assert ddp[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
-    assert ddp[-5:] == ["-m", "bench.runner", "/r/cells/abc", "--device", "cuda"]
-    assert cell_command(Path("/r/c"), None) == [sys.executable, "-m", "bench.runner", "/r/c"]
+    assert ddp[1:6] == ["-P", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
+    assert ddp[-5:] == ["-m", "scabench.bench.runner", "/r/cells/abc", "--device", "cuda"]
+    assert cell_command(Path("/r/c"), None) == [sys.executable, "-P", "-m", "scabench.bench.runner", "/r/c"]

@@ -16,9 +16,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import losses
-from bench import simulate as S
-from losses.iou import box_iou_pairwise
+from scabench import losses
+from scabench.bench import simulate as S
+from scabench.losses.iou import box_iou_pairwise
 
 FIVE = ("iou", "giou", "diou", "ciou", "sca")
 needs_kernel = pytest.mark.skipif(S._compiler() is None, reason="no C compiler for the fused kernel")
@@ -332,7 +332,7 @@ def test_run_study_writes_csvs_and_figures(tmp_path):
     with pytest.raises(ValueError, match="unknown study"):
         S.run_study("nope", None, tmp_path)
 
-    from reports.simulation_figures import plot_simulations
+    from scabench.reports.simulation_figures import plot_simulations
 
     drawn = plot_simulations(more, tmp_path / "figures")
     assert sorted(str(p.relative_to(tmp_path)) for p in drawn) == [
@@ -341,7 +341,7 @@ def test_run_study_writes_csvs_and_figures(tmp_path):
 
 
 def test_cli_usage_errors_and_a_run(tmp_path):
-    from bench.cli import app
+    from scabench.bench.cli import app
 
     runner = CliRunner()
     bad = runner.invoke(app, ["simulate", "convergence", "--losses", "iou,nope", "--out", str(tmp_path)])

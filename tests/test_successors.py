@@ -16,8 +16,8 @@ import random
 import pytest
 import torch
 
-import losses
-from losses.wise_iou import WIOU_MOMENTUM, focusing_v3
+from scabench import losses
+from scabench.losses.wise_iou import WIOU_MOMENTUM, focusing_v3
 
 EPS = 1e-7
 OURS = [

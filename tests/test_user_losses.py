@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import losses
-from losses import registry
+from scabench import losses
+from scabench.losses import registry
 
 USER_FILE = Path(__file__).parent / "fixtures" / "my_losses.py"
 

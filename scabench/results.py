@@ -1,8 +1,9 @@
-"""Atomic file writes: a temporary file in the same folder, then ``os.replace``.
+"""The results-folder format: the one owner of its file names, readers, writers and locks.
 
-A reader (or a run killed at any moment) sees the old file or the new one, never half of
-one: this is how finished work is never lost (DESIGN: writes are atomic). The one place for
-it; ``bench.store`` and ``bench.simulate`` use these too.
+Atomic writes (a temporary file in the same folder, then ``os.replace``): a reader, or a run
+killed at any moment, sees the old file or the new one, never half of one. This is how
+finished work is never lost (DESIGN: writes are atomic). No torch import at module level:
+``scabench report`` reads results without it.
 """
 
 from __future__ import annotations
@@ -17,9 +18,13 @@ from typing import Any, Iterator
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success move it into place, else remove it."""
+    """Yield a temporary path beside ``path``; on success move it into place, else remove it.
+
+    The temporary name keeps the suffix, so writers that pick a format from it (matplotlib,
+    pandas) still do.
+    """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{time.monotonic_ns()}.tmp{path.suffix}")
     try:
         yield tmp
         os.replace(tmp, path)
