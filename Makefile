@@ -22,5 +22,5 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/scabench bench-losses
-	$(BIN)/python -m scabench.bench.simulate --bench
-	$(BIN)/python -m scabench.detectors.speed
+	$(BIN)/scabench simulate bench
+	$(BIN)/scabench bench-detector

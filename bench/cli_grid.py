@@ -6,7 +6,6 @@ Exit codes: 0 ok, 1 some cells failed (named), 2 usage or config error, 130 inte
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 from enum import Enum
@@ -52,8 +51,8 @@ def _load(grid_file: Path, check_trainer: bool = True) -> tuple[Any, list]:
     raise AssertionError  # unreachable
 
 
-def plan_table(cells: list, store: Any = None, title: str | None = None) -> Table:
-    """The rich table of a grid's cells with their status in ``store``."""
+def plan_table(cells: list, folder: Any = None, title: str | None = None) -> Table:
+    """The rich table of a grid's cells with their status in ``folder`` (a ``GridFolder``)."""
     axes = list(dict.fromkeys(k for c in cells if c.kind == "train" for k in c.labels.get("axes", {})))
     table = Table(title=title, show_lines=False, header_style="bold")
     kinds = {c.kind for c in cells}
@@ -62,11 +61,11 @@ def plan_table(cells: list, store: Any = None, title: str | None = None) -> Tabl
         if column == "kind" and len(kinds) == 1:
             continue
         table.add_column(column, overflow="fold", no_wrap=column in ("cell",))
-    colours = {"done": "green", "failed": "red", "running": "cyan", "interrupted": "yellow", "partial": "yellow"}
+    colours = {"done": "green", "failed": "red", "broken": "red", "running": "cyan", "interrupted": "yellow", "partial": "yellow"}
     for i, cell in enumerate(cells):
         status = "new"
-        if store is not None and store.cell_dir(cell.id).exists():
-            state = store.state(cell.id)
+        if folder is not None and folder.cell(cell.id).path.exists():
+            state = folder.cell(cell.id).state()
             status = state.status
             if status in ("partial", "interrupted", "running") and cell.epochs:
                 status += f" {state.epochs_done}/{cell.epochs}"
@@ -118,13 +117,12 @@ def run_command(
 ) -> None:
     """Run a grid of experiments: plan, run (resuming), then tables and figures."""
     from scabench.bench.runner import GridBusy, run_grid
-    from scabench.bench.store import ResultStore
+    from scabench.results import GridFolder
 
     grid, cells = _load(grid_file)
     out = out or Path("results") / grid.name
-    store = ResultStore(out)
     n_train = sum(c.kind == "train" for c in cells)
-    console.print(plan_table(cells, store, title=f"{grid.name}: {len(cells)} cells ({n_train} training) -> {out}"))
+    console.print(plan_table(cells, GridFolder(out), title=f"{grid.name}: {len(cells)} cells ({n_train} training) -> {out}"))
     if dry_run:
         return
     _check_data(grid)
@@ -161,7 +159,9 @@ def run_command(
     if problems:
         for line in problems:
             err_console.print(line, markup=False, highlight=False, soft_wrap=True)
-        err_console.print(f"records: {out}/cells/<cell>/record.json, logs: {out}/cells/<cell>/log.txt", soft_wrap=True)
+        from scabench.results import CELLS, LOG, RECORD
+
+        err_console.print(f"records: {out}/{CELLS}/<cell>/{RECORD}, logs: {out}/{CELLS}/<cell>/{LOG}", soft_wrap=True)
         raise typer.Exit(1)
 
 
@@ -171,31 +171,33 @@ def _sigterm(signum: int, frame: Any) -> None:
 
 def _write_outputs(out: Path) -> None:
     """Tables (report.md / report.tex / results.csv) and figures of a finished run; print the table."""
-    from scabench.bench.store import atomic_write_text
     from scabench.reports import tables
+    from scabench.results import REPORTS, GridFolder, atomic_write_text
 
+    folder = GridFolder(out)
     try:
-        text = tables.report(out, fmt="markdown")
-        atomic_write_text(out / "report.md", text)
-        atomic_write_text(out / "report.tex", tables.report(out, fmt="latex"))
-        atomic_write_text(out / "results.csv", tables.report(out, fmt="csv"))
-        typer.echo(text)
+        texts = {fmt: tables.report(out, fmt=fmt) for fmt in REPORTS}
+        for fmt, text in texts.items():
+            atomic_write_text(folder.report_file(fmt), text)
+        typer.echo(texts["markdown"])
     except Exception as exc:  # noqa: BLE001  (a report problem must not hide the run's outcome)
         err_console.print(f"[yellow]report skipped:[/] {type(exc).__name__}: {exc}")
     try:
         from scabench.reports.figures import plot
 
-        paths = plot(out, log=lambda m: err_console.print(f"[yellow]{m}[/]"))
+        paths = plot(out, log=lambda m: err_console.print(f"[yellow]{m}[/]", highlight=False))
         if paths:
-            console.print(f"figures: {len(paths)} files in {out / 'figures'}")
+            console.print(f"figures: {len(paths)} files in {folder.figures_dir}")
     except Exception as exc:  # noqa: BLE001
         err_console.print(f"[yellow]figures skipped:[/] {type(exc).__name__}: {exc}")
 
 
 def _results_dir(directory: Path) -> Path:
+    from scabench.results import GridFolder
+
     if not directory.is_dir():
         _fail(f"{directory}: no such results folder")
-    if not (directory / "cells").is_dir() and not any(p.joinpath("config.json").exists() for p in directory.iterdir() if p.is_dir()):
+    if not GridFolder(directory).is_results_folder():
         _fail(f"{directory}: not a scabench results folder (no cells/ inside)")
     return directory
 
@@ -210,8 +212,8 @@ def report_command(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="write to this file instead of printing"),
 ) -> None:
     """Tables: mean ± std over seeds, change vs the baseline, paired bootstrap CI."""
-    from scabench.bench.store import atomic_write_text
-    from scabench.reports import tables
+    from scabench.reports import loading, tables
+    from scabench.results import atomic_write_text
 
     directory = _results_dir(directory)
     chosen = [m.strip() for item in (metrics or []) for m in item.split(",") if m.strip()] or None
@@ -219,8 +221,8 @@ def report_command(
         text = tables.report(directory, fmt=fmt.value, baseline=baseline, metrics=chosen, paper=paper)
     except ValueError as exc:
         _fail(str(exc))
-    runs = tables.load_runs(directory)
-    chosen_baseline = baseline or tables.grid_options(directory).get("baseline") or "iou"
+    runs = loading.load_runs(directory)
+    chosen_baseline = baseline or loading.grid_options(directory).get("baseline") or "iou"
     if not runs.empty and chosen_baseline not in set(runs["loss"]):
         err_console.print(
             f"[yellow]baseline {chosen_baseline!r} not among the losses ({', '.join(dict.fromkeys(runs['loss']))}): no relative changes[/]"
@@ -249,8 +251,3 @@ def plot_command(
     for path in paths:
         console.print(str(path), highlight=False, soft_wrap=True)
 
-
-# Make `python -m bench.cli_grid` usable on its own (debugging).
-if __name__ == "__main__":  # pragma: no cover
-    os.environ.setdefault("COLUMNS", "160")
-    grid_app()

@@ -7,6 +7,7 @@ Registered on the main app by ``register_train_commands(app)`` (see bench/cli.py
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -14,8 +15,8 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from scabench.bench.console import console
-from scabench.bench.console import fail as _fail
+from scabench.bench.cli_options import defaults_of, device_option, given
+from scabench.bench.console import console, fail
 
 
 def _parse_pairs(pairs: list[str] | None, what: str) -> dict[str, Any]:
@@ -25,7 +26,7 @@ def _parse_pairs(pairs: list[str] | None, what: str) -> dict[str, Any]:
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            _fail(f"{what} must look like KEY=VALUE, got {pair!r}")
+            fail(f"{what} must look like KEY=VALUE, got {pair!r}")
         try:
             out[key.strip()] = yaml.safe_load(value)
         except yaml.YAMLError:
@@ -56,80 +57,104 @@ def train_command(
     out: Path = typer.Option(..., "--out", "-o", help="Run folder: last.pt, metrics.jsonl, summary.json, train.log."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML of TrainConfig fields; options given here override it."),
     data: Optional[str] = typer.Option(None, help="'synthetic-shapes', a COCO-json folder or file, or a dataset YAML."),
-    train_size: Optional[int] = typer.Option(None, help="synthetic-shapes: training images [1280]."),
-    val_size: Optional[int] = typer.Option(None, help="synthetic-shapes: validation images [300]."),
-    data_seed: Optional[int] = typer.Option(None, help="synthetic-shapes: generator seed [0]."),
-    detector: Optional[str] = typer.Option(None, help="yolov3-tiny | yolov3 | yolov3-spp [yolov3-tiny]."),
-    width: Optional[float] = typer.Option(None, help="Channel multiplier [1.0]."),
-    depth: Optional[float] = typer.Option(None, help="Repeat multiplier [1.0]."),
-    anchors: Optional[str] = typer.Option(None, help="auto | default | kmeans [auto]."),
-    img_size: Optional[int] = typer.Option(None, help="Training and validation size, multiple of 32 [640]."),
-    epochs: Optional[int] = typer.Option(None, help="Epochs [300]."),
-    batch_size: Optional[int] = typer.Option(None, help="Total batch size (gradients accumulate to --nominal-batch) [64]."),
-    nominal_batch: Optional[int] = typer.Option(None, help="Images per optimizer step [64]; smaller for short runs."),
-    loss: Optional[str] = typer.Option(None, help="Box loss from the registry, e.g. sca, ciou-yolo, iou+cd [ciou-yolo]."),
+    train_size: Optional[int] = typer.Option(None, help="synthetic-shapes: training images."),
+    val_size: Optional[int] = typer.Option(None, help="synthetic-shapes: validation images."),
+    data_seed: Optional[int] = typer.Option(None, help="synthetic-shapes: generator seed."),
+    detector: Optional[str] = typer.Option(None, help="yolov3-tiny | yolov3 | yolov3-spp."),
+    width: Optional[float] = typer.Option(None, help="Channel multiplier."),
+    depth: Optional[float] = typer.Option(None, help="Repeat multiplier."),
+    anchors: Optional[str] = typer.Option(None, help="auto | default | kmeans."),
+    img_size: Optional[int] = typer.Option(None, help="Training and validation size, multiple of 32."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs."),
+    batch_size: Optional[int] = typer.Option(None, help="Total batch size (gradients accumulate to --nominal-batch)."),
+    nominal_batch: Optional[int] = typer.Option(None, help="Images per optimizer step; smaller for short runs."),
+    loss: Optional[str] = typer.Option(None, help="Box loss: registered (sca, iou+cd, ...) or 'module:function'."),
     loss_param: Optional[list[str]] = typer.Option(None, "--loss-param", help="Loss parameter KEY=VALUE (repeatable)."),
-    obj_target: Optional[str] = typer.Option(None, help="Objectness target: loss (its similarity) | iou [loss]."),
-    seed: Optional[int] = typer.Option(None, help="Seed [0]."),
-    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N [auto]."),
-    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision on CUDA [on]."),
-    workers: Optional[int] = typer.Option(None, help="Data-loader worker processes [2]."),
+    obj_target: Optional[str] = typer.Option(None, help="Objectness target: loss (its similarity) | iou."),
+    seed: Optional[int] = typer.Option(None, help="Seed."),
+    device: Optional[str] = typer.Option(None, callback=device_option, help="auto | cpu | cuda | cuda:N."),
+    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision on CUDA."),
+    workers: Optional[int] = typer.Option(None, help="Data-loader worker processes."),
     hyp: Optional[Path] = typer.Option(None, "--hyp", help="Hyperparameter YAML (hyp.scratch keys)."),
     hyp_set: Optional[list[str]] = typer.Option(None, "--hyp-set", "-H", help="Hyperparameter override KEY=VALUE (repeatable)."),
-    bad_data: Optional[str] = typer.Option(None, help="error | skip: what to do with bad annotations or images [error]."),
+    bad_data: Optional[str] = typer.Option(None, help="error | skip: what to do with bad annotations or images."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar per epoch."),
 ) -> None:
     """Train a YOLOv3 detector with a box loss from the registry; writes OUT/summary.json."""
-    import yaml
     from pydantic import ValidationError
 
-    fields: dict[str, Any] = {}
-    if config is not None:
-        try:
-            loaded = yaml.safe_load(config.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            _fail(f"cannot read config {config}: {exc}")
-        if not isinstance(loaded, dict):
-            _fail(f"{config}: expected a mapping of TrainConfig fields")
-        fields.update(loaded)
-    given = dict(
+    from scabench.detectors import BadDataError, NonFiniteLossError, TrainConfig, train
+    from scabench.results import LockBusy
+
+    fields = _config_file(config)
+    fields.update(given(
         data=data, train_size=train_size, val_size=val_size, data_seed=data_seed, detector=detector, width=width,
         depth=depth, anchors=anchors, img_size=img_size, epochs=epochs, batch_size=batch_size,
         nominal_batch=nominal_batch, loss=loss,
         obj_target=obj_target, seed=seed, device=device, amp=amp, workers=workers, bad_data=bad_data,
-    )  # fmt: skip
-    fields.update({k: v for k, v in given.items() if v is not None})
+    ))  # fmt: skip
     if loss_param:
         fields["loss_params"] = {**fields.get("loss_params", {}), **_parse_pairs(loss_param, "--loss-param")}
-    overrides: dict[str, Any] = dict(fields.get("hyp", {}) or {})
+    overrides = _hyp_overrides(dict(fields.get("hyp", {}) or {}), hyp, hyp_set)
+    if overrides:
+        fields["hyp"] = overrides
+    try:
+        cfg = TrainConfig(**fields)
+    except ValidationError as exc:
+        fail(f"invalid training config: {_validation_message(exc)}")
+    try:
+        with _run_lock(out):
+            summary = train(cfg, out, progress=progress)
+    except NonFiniteLossError as exc:
+        fail(str(exc), code=1)
+    except LockBusy as exc:
+        fail(f"another run is writing to {out}: {exc}")
+    except (BadDataError, ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+    console.print(_metrics_table(f"{cfg.detector} x{cfg.width} {cfg.img_size}px, loss {cfg.loss}: final (NMS IoU 0.65)", summary["metrics"]))
+    console.print(
+        f"{summary['epochs']} epochs, {summary['params']:,} parameters, {summary['images_per_second']:.1f} img/s; "
+        f"[bold]{out / 'summary.json'}[/]"
+    )
+
+
+def _run_lock(out: Path) -> Any:
+    """The run folder's lock (the one a grid cell's process holds), taken by rank 0 only."""
+    from contextlib import nullcontext
+
+    from scabench.results import RunFolder
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        return nullcontext()
+    return RunFolder(out).lock(cmd="scabench train")
+
+
+def _config_file(config: Path | None) -> dict[str, Any]:
+    """The TrainConfig fields of ``--config`` (none without it)."""
+    import yaml
+
+    if config is None:
+        return {}
+    try:
+        loaded = yaml.safe_load(config.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        fail(f"cannot read config {config}: {exc}")
+    if not isinstance(loaded, dict):
+        fail(f"{config}: expected a mapping of TrainConfig fields")
+    return loaded
+
+
+def _hyp_overrides(overrides: dict[str, Any], hyp: Path | None, hyp_set: list[str] | None) -> dict[str, Any]:
+    """Hyperparameter overrides: the config's, then ``--hyp`` file's, then ``--hyp-set`` pairs."""
     if hyp is not None:
         from scabench.detectors.config import load_hyp_file
 
         try:
             overrides.update(load_hyp_file(hyp))
         except ValueError as exc:
-            _fail(str(exc))
+            fail(str(exc))
     overrides.update(_parse_pairs(hyp_set, "--hyp-set"))
-    if overrides:
-        fields["hyp"] = overrides
-
-    from scabench.detectors import BadDataError, NonFiniteLossError, TrainConfig, train
-
-    try:
-        cfg = TrainConfig(**fields)
-    except ValidationError as exc:
-        _fail(f"invalid training config: {_validation_message(exc)}")
-    try:
-        summary = train(cfg, out, progress=progress)
-    except NonFiniteLossError as exc:
-        _fail(str(exc), code=1)
-    except (BadDataError, ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
-    console.print(_metrics_table(f"{cfg.detector} x{cfg.width} {cfg.img_size}px, loss {cfg.loss}: final (NMS IoU 0.65)", summary["metrics"]))
-    console.print(
-        f"{summary['epochs']} epochs, {summary['params']:,} parameters, {summary['images_per_second']:.1f} img/s; "
-        f"[bold]{out / 'summary.json'}[/]"
-    )
+    return overrides
 
 
 def val_command(
@@ -138,7 +163,7 @@ def val_command(
     img_size: Optional[int] = typer.Option(None, help="Evaluation size; default: the checkpoint's."),
     batch_size: int = typer.Option(32, help="Images per forward pass."),
     iou: float = typer.Option(0.65, help="NMS IoU threshold (0.65 reported, 0.6 during training)."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
+    device: str = typer.Option("auto", callback=device_option, help="auto | cpu | cuda | cuda:N."),
     workers: int = typer.Option(2, help="Data-loader worker processes."),
     raw: bool = typer.Option(False, "--raw", help="Evaluate the raw weights instead of the EMA."),
     bad_data: str = typer.Option("error", help="error | skip."),
@@ -151,23 +176,24 @@ def val_command(
     from scabench.detectors import BadDataError, load_checkpoint, model_from_checkpoint
     from scabench.detectors import evaluate as ev
     from scabench.detectors.data import ImageStore, ValSet, collate_val, load_dataset
+    from scabench.devices import resolve_device
 
     if bad_data not in ("error", "skip"):
-        _fail(f"--bad-data must be error or skip, got {bad_data!r}")
+        fail(f"--bad-data must be error or skip, got {bad_data!r}")
     if not 0 < iou <= 1:
-        _fail(f"--iou must be in (0, 1], got {iou}")
+        fail(f"--iou must be in (0, 1], got {iou}")
     try:
         ckpt = load_checkpoint(weights)
     except (FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     cfg = ckpt["config"]
     size = img_size or cfg["img_size"]
     if size % 32:
-        _fail(f"--img-size must be a multiple of 32, got {size}")
+        fail(f"--img-size must be a multiple of 32, got {size}")
     try:
-        dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
-    except RuntimeError:
-        _fail(f"unknown device {device!r}")
+        dev = resolve_device(device)
+    except ValueError as exc:
+        fail(str(exc))
     try:
         info = load_dataset(
             data or cfg["data"], bad_data=bad_data, train_size=cfg["train_size"], val_size=cfg["val_size"],
@@ -175,9 +201,9 @@ def val_command(
         )  # fmt: skip
         store = ImageStore(info.val.records, size, info.problems)
     except (BadDataError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if info.num_classes != ckpt["resolved"]["num_classes"]:
-        _fail(f"the checkpoint has {ckpt['resolved']['num_classes']} classes but {info.root} has {info.num_classes}")
+        fail(f"the checkpoint has {ckpt['resolved']['num_classes']} classes but {info.root} has {info.num_classes}")
     model = model_from_checkpoint(ckpt, "model" if raw else "ema").to(dev)
     loader = torch.utils.data.DataLoader(ValSet(store, size), batch_size=batch_size, collate_fn=collate_val, num_workers=workers)
     dets = ev.predict(model, loader, dev, info.category_ids, iou, amp=dev.type == "cuda")
@@ -203,7 +229,7 @@ def evaluate_command(
     try:
         metrics = evaluate_coco(gt_json, dets_json)
     except (FileNotFoundError, ValueError, KeyError, TypeError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
         sys.stdout.write(json.dumps(metrics) + "\n")
     else:
@@ -212,6 +238,6 @@ def evaluate_command(
 
 def register_train_commands(app: typer.Typer) -> None:
     """Add ``train``, ``val`` and ``evaluate`` to the scabench app."""
-    app.command("train")(train_command)
+    app.command("train", cls=defaults_of("scabench.detectors.config:TrainConfig"))(train_command)
     app.command("val")(val_command)
     app.command("evaluate")(evaluate_command)

@@ -1,4 +1,4 @@
-"""Expand a grid into cells: (simulation studies) + seed x detector x axes x loss.
+"""A validated grid and its cells: (simulation studies) + seed x detector x axes x loss.
 
 Each cell carries its resolved config (what it computes: the keys of ``detectors.TrainConfig``
 for a training cell), a human label and an id: the first 12 hex digits of the SHA-256 of the
@@ -11,18 +11,23 @@ a new trainer field with a default keeps old folders valid), and the loss's full
 ``workers``, ``resources:``) is not hashed.
 
 Order: simulation cells first, then seed-major, so a first pass over seed 0 gives a complete
-table before the next seed starts.
+table before the next seed starts. :func:`scabench.bench.config.load_grid` builds a
+:class:`Grid` and expands it once; :func:`expand` returns those cells.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from scabench.bench.config import DATA_AXES, DETECTOR_AXES, Grid
+from scabench.bench.config_errors import GridError, Problem
+from scabench.bench.config_schema import DATA_AXES, DETECTOR_AXES, DetectorSpec, GridConfig
+from scabench.bench.studies.defaults import DEFAULT_LOSSES, STUDY_OPTIONS
 
 ID_LENGTH = 12
 
@@ -47,7 +52,7 @@ class Cell:
     labels: dict[str, Any]  # detector, loss, axes values, seed / study (for tables and plans)
     provenance: dict[str, tuple] = field(default_factory=dict, compare=False)  # field -> yaml key path
 
-    @property
+    @functools.cached_property
     def id(self) -> str:
         return config_hash(self.config)
 
@@ -83,6 +88,26 @@ class Cell:
         }
 
 
+@dataclass
+class Grid:
+    """A validated grid file: the model, its source path and text, its key -> line map, the
+    parameters every loss entry resolved to, and (once expanded) its cells."""
+
+    config: GridConfig
+    path: Path
+    text: str
+    lines: dict[tuple, int] = field(default_factory=dict)
+    loss_defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cells: list[Cell] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def error(self, problems: list[Problem]) -> GridError:
+        return GridError(self.path, problems, self.lines)
+
+
 def detector_label(name: str, width: float | None = None, depth: float | None = None) -> str:
     """``yolov3-tiny`` or ``yolov3-tiny (w=0.25)``."""
     extra = []
@@ -94,119 +119,113 @@ def detector_label(name: str, width: float | None = None, depth: float | None = 
 
 
 def expand(grid: Grid) -> list[Cell]:
-    """All cells of a grid, in run order."""
-    cfg = grid.config
-    cells: list[Cell] = []
+    """All cells of a grid, in run order; computed once per grid and kept on it (``grid.cells``).
 
-    if cfg.simulate is not None:
-        sim = cfg.simulate
-        for study, spec in sim.studies.items():
-            entries = spec.losses or sim.losses
-            if entries:
-                loss_list = [{"name": e.name, "params": dict(sorted(e.params.items()))} for e in entries]
-                loss_labels = [e.label(grid.loss_defaults.get(e.name)) for e in entries]
-            else:
-                loss_list = [{"name": name, "params": {}} for name in default_study_losses(study)]
-                loss_labels = [entry["name"] for entry in loss_list]
-            config = {
-                "kind": "simulate",
-                "study": study,
-                "losses": loss_list,
-                "seed": sim.seed,
-                "options": _study_options(study, {**sim.options, **spec.options}),
-            }
-            labels = {"study": study, "losses": loss_labels}
-            cells.append(Cell("simulate", config, {"device": sim.device}, labels, {}))
+    Raises :class:`GridError` if two entries resolve to the same config.
+    """
+    if grid.cells is None:
+        cells = simulation_cells(grid) + training_cells(grid)
+        _check_unique(cells, grid)
+        grid.cells = cells
+    return grid.cells
 
-    if cfg.detectors and cfg.losses:
-        base: dict[str, Any] = {"kind": "train", "data": cfg.data.source}
-        provenance: dict[str, tuple] = {"data": ("data",)}
-        for axis, source in DATA_AXES.items():
-            value = getattr(cfg.data, source)
-            if value is not None:
-                base[axis] = value
-                provenance[axis] = ("data", source) if isinstance(_raw(grid, "data"), dict) else ("data",)
-        for key, value in cfg.train.model_dump(exclude={"device", "workers", "hyp"}).items():
-            if value is not None:
-                base[key] = value
-                provenance[key] = ("train", key)
-        if cfg.train.hyp:
-            base["hyp"] = dict(cfg.train.hyp)
-            provenance["hyp"] = ("train", "hyp")
-        runtime = {"device": cfg.train.device, "workers": cfg.train.workers}
 
-        axis_items = list(cfg.axes.items())
-        combos = list(itertools.product(*[values for _, values in axis_items])) if axis_items else [()]
-        for seed in cfg.seeds:
-            for d_index, det in enumerate(cfg.detectors):
-                for combo in combos:
-                    for l_index, loss in enumerate(cfg.losses):
-                        config = dict(base)
-                        prov = dict(provenance)
-                        config["detector"] = det.name
-                        prov["detector"] = ("detectors", d_index)
-                        for key in DETECTOR_AXES:
-                            value = getattr(det, key)
-                            if value is not None:
-                                config[key] = value
-                                prov[key] = ("detectors", d_index, key)
-                        axes_labels = {}
-                        for (key, _), value in zip(axis_items, combo):
-                            axes_labels[key] = value
-                            if key.startswith("hyp."):
-                                config["hyp"] = {**config.get("hyp", {}), key[4:]: value}
-                                prov["hyp"] = ("axes", key)
-                            else:
-                                config[key] = value
-                                prov[key] = ("axes", key)
-                        config["loss"] = loss.name
-                        config["loss_params"] = dict(sorted(loss.params.items()))
-                        config["seed"] = seed
-                        prov.update(loss=("losses", l_index), loss_params=("losses", l_index), seed=("seeds",))
-                        labels = {
-                            "detector": detector_label(det.name, det.width, det.depth),
-                            "loss": loss.label(grid.loss_defaults.get(loss.name)),
-                            "axes": axes_labels,
-                            "seed": seed,
-                        }
-                        cells.append(Cell("train", config, dict(runtime), labels, prov))
-    _check_unique(cells, grid)
+def simulation_cells(grid: Grid) -> list[Cell]:
+    """One cell per study of ``simulate:`` (its losses, else the shared ones, else the paper's)."""
+    sim = grid.config.simulate
+    if sim is None:
+        return []
+    cells = []
+    for study, spec in sim.studies.items():
+        entries = spec.losses or sim.losses
+        if entries:
+            loss_list = [{"name": e.name, "params": dict(sorted(e.params.items()))} for e in entries]
+            loss_labels = [e.label(grid.loss_defaults.get(e.name)) for e in entries]
+        else:
+            loss_list = [{"name": name, "params": {}} for name in DEFAULT_LOSSES[study]]
+            loss_labels = [entry["name"] for entry in loss_list]
+        options = {**sim.options, **spec.options}  # a shared option may belong to other studies
+        config = {
+            "kind": "simulate",
+            "study": study,
+            "losses": loss_list,
+            "seed": sim.seed,
+            "options": {k: v for k, v in sorted(options.items()) if k in STUDY_OPTIONS[study]},
+        }
+        cells.append(Cell("simulate", config, {"device": sim.device}, {"study": study, "losses": loss_labels}, {}))
     return cells
 
 
-def default_study_losses(study: str) -> tuple[str, ...]:
-    """The loss list a study draws when the grid names none (the paper's curves)."""
-    from scabench.bench import simulate
+def training_cells(grid: Grid) -> list[Cell]:
+    """seed x detector x axes x loss, seed-major; each config holds only what the grid sets."""
+    cfg = grid.config
+    if not (cfg.detectors and cfg.losses):
+        return []
+    base, provenance = _shared_settings(cfg)
+    runtime = {"device": cfg.train.device, "workers": cfg.train.workers}
+    axis_items = list(cfg.axes.items())
+    combos = list(itertools.product(*[values for _, values in axis_items]))
+    cells = []
+    for seed in cfg.seeds:
+        for d_index, det in enumerate(cfg.detectors):
+            for combo in combos:
+                for l_index, loss in enumerate(cfg.losses):
+                    config, prov = dict(base), dict(provenance)
+                    _set_detector(config, prov, det, d_index)
+                    axes_labels = dict(zip([key for key, _ in axis_items], combo))
+                    for key, value in axes_labels.items():
+                        _set_axis(config, prov, key, value)
+                    config.update(loss=loss.name, loss_params=dict(sorted(loss.params.items())), seed=seed)
+                    prov.update(loss=("losses", l_index), loss_params=("losses", l_index), seed=("seeds",))
+                    labels = {
+                        "detector": detector_label(det.name, det.width, det.depth),
+                        "loss": loss.label(grid.loss_defaults.get(loss.name)),
+                        "axes": axes_labels,
+                        "seed": seed,
+                    }
+                    cells.append(Cell("train", config, dict(runtime), labels, prov))
+    return cells
 
-    return {
-        "convergence": simulate.CONVERGENCE_LOSSES,
-        "gradients": simulate.GRADIENT_LOSSES,
-        "corner-center": simulate.CORNER_CENTER_LOSSES,
-    }[study]
+
+def _shared_settings(cfg: GridConfig) -> tuple[dict[str, Any], dict[str, tuple]]:
+    """The settings of ``data:`` and ``train:`` every training cell shares, and their keys."""
+    base: dict[str, Any] = {"kind": "train", "data": cfg.data.source}
+    provenance: dict[str, tuple] = {"data": ("data",)}
+    for axis, source in DATA_AXES.items():
+        value = getattr(cfg.data, source)
+        if value is not None:  # set only when data: is a mapping
+            base[axis] = value
+            provenance[axis] = ("data", source)
+    for key, value in cfg.train.model_dump(exclude={"device", "workers", "hyp"}).items():
+        if value is not None:
+            base[key] = value
+            provenance[key] = ("train", key)
+    if cfg.train.hyp:
+        base["hyp"] = dict(cfg.train.hyp)
+        provenance["hyp"] = ("train", "hyp")
+    return base, provenance
 
 
-def _study_options(study: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Keep the options this study knows (a shared ``options:`` may hold other studies' too)."""
-    from scabench.bench.config import study_options
+def _set_detector(config: dict, prov: dict, det: DetectorSpec, index: int) -> None:
+    config["detector"] = det.name
+    prov["detector"] = ("detectors", index)
+    for key in DETECTOR_AXES:
+        value = getattr(det, key)
+        if value is not None:
+            config[key] = value
+            prov[key] = ("detectors", index, key)
 
-    known = study_options()
-    if known is None:
-        return dict(sorted(options.items()))
-    return {k: v for k, v in sorted(options.items()) if k in known.get(study, ())}
 
-
-def _raw(grid: Grid, key: str) -> Any:
-    import yaml
-
-    try:
-        return (yaml.safe_load(grid.text) or {}).get(key)
-    except Exception:  # noqa: BLE001
-        return None
+def _set_axis(config: dict, prov: dict, key: str, value: Any) -> None:
+    if key.startswith("hyp."):
+        config["hyp"] = {**config.get("hyp", {}), key[4:]: value}
+        prov["hyp"] = ("axes", key)
+    else:
+        config[key] = value
+        prov[key] = ("axes", key)
 
 
 def _check_unique(cells: list[Cell], grid: Grid) -> None:
-    from scabench.bench.config import Problem
-
     seen: dict[str, Cell] = {}
     for cell in cells:
         if cell.id in seen:  # only if two grid entries resolve to the same config

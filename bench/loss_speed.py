@@ -1,5 +1,5 @@
 """Forward + backward time of every registered loss on N box pairs, as a ratio to torchvision's
-CIoU measured in the same run (``python -m bench.loss_speed`` or ``scabench bench-losses``).
+CIoU measured in the same run (``scabench bench-losses`` prints it).
 
 Timings interleave the candidates round by round and keep each one's median, so a busy
 machine slows all of them alike.
@@ -15,6 +15,7 @@ import torch
 from torchvision import ops
 
 from scabench import losses
+from scabench.devices import resolve_device
 
 BASELINES: dict[str, Callable] = {
     "torchvision.giou": ops.generalized_box_iou_loss,
@@ -23,7 +24,8 @@ BASELINES: dict[str, Callable] = {
 }
 
 
-def random_boxes(n: int, device: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def random_boxes(n: int, device: str | torch.device, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` random xyxy (pred, target) pairs with corners in [0, 600) and sides in [1, 101)."""
     g = torch.Generator(device="cpu").manual_seed(seed)
     xy = torch.rand(2, n, 2, generator=g) * 500
     wh = torch.rand(2, n, 2, generator=g) * 100 + 1
@@ -49,10 +51,14 @@ def median_seconds(fn: Callable, pred: torch.Tensor, target: torch.Tensor, repea
 
 
 def measure(
-    names: list[str] | None = None, n: int = 1_000_000, repeats: int = 7, device: str = "cpu"
+    names: list[str] | None = None, *, pairs: int = 1_000_000, repeats: int = 7, device: str = "cpu"
 ) -> list[dict]:
-    """Median forward+backward seconds per candidate and its ratio to torchvision's CIoU."""
-    pred, target = random_boxes(n, device)
+    """Median forward+backward ms per candidate (``names``: default every registered loss, plus
+    torchvision's GIoU/DIoU/CIoU) and its ratio to torchvision's CIoU, timed round by round.
+
+    ``device`` is ``auto | cpu | cuda[:N]``; ValueError if it names a device absent here.
+    """
+    pred, target = random_boxes(pairs, resolve_device(device))
     candidates = dict(BASELINES)
     candidates.update({name: losses.get_loss(name) for name in (names or losses.available())})
     times: dict[str, list[float]] = {name: [] for name in candidates}
@@ -66,21 +72,3 @@ def measure(
         {"loss": name, "ms": 1e3 * statistics.median(t), "vs_torchvision_ciou": statistics.median(t) / baseline}
         for name, t in times.items()
     ]
-
-
-def main(n: int = 1_000_000, repeats: int = 7, device: str = "cpu") -> list[dict]:
-    from rich.console import Console
-    from rich.table import Table
-
-    rows = measure(n=n, repeats=repeats, device=device)
-    table = Table(title=f"forward+backward, {n:,} pairs, {device}, {torch.get_num_threads()} threads (median of {repeats})")
-    for column in ("loss", "ms", "x torchvision CIoU"):
-        table.add_column(column, justify="right" if column != "loss" else "left")
-    for row in rows:
-        table.add_row(row["loss"], f"{row['ms']:.1f}", f"{row['vs_torchvision_ciou']:.2f}")
-    Console().print(table)
-    return rows
-
-
-if __name__ == "__main__":
-    main()

@@ -1,15 +1,19 @@
 """scabench's built-in detectors: the YOLOv3 family, its data, training and COCO evaluation.
 
-    >>> from detectors import TrainConfig, train
+    >>> from scabench.detectors import TrainConfig, train
     >>> summary = train(TrainConfig(data="synthetic-shapes", width=0.25, img_size=128,
     ...                             epochs=10, loss="sca"), "runs/sca")
     >>> summary["metrics"]["AP50"]
 
 A faithful, small rewrite of the trainer the SCALoss paper used (ultralytics/yolov3 v9.6.0)
-with the box loss taken from :mod:`losses` by name (``losses.get_loss``). See
-:mod:`detectors.trainer` for the files a run writes and how it resumes.
+with the box loss taken from :mod:`scabench.losses` by name (``losses.get_loss``). See
+:mod:`scabench.detectors.trainer` for the files a run writes and how it resumes.
+
+The names below load on first use (PEP 562), so ``import scabench.detectors.config`` or
+another small submodule does not pull in the trainer.
 """
 
+import importlib as _importlib
 import os as _os
 
 # OpenMP threads that spin while waiting collapse torch's CPU speed (5x here) when other
@@ -17,26 +21,34 @@ import os as _os
 # takes effect if torch is not imported yet; a value set by the user wins.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from scabench.detectors.config import HYP_SCRATCH, TrainConfig
-from scabench.detectors.data import BadDataError, load_dataset
-from scabench.detectors.evaluate import METRICS, evaluate_coco, non_max_suppression
-from scabench.detectors.models import ANCHORS, MODELS, build_model, count_parameters
-from scabench.detectors.trainer import NonFiniteLossError, load_checkpoint, model_from_checkpoint, train
+_PUBLIC = {
+    "ANCHORS": "models",
+    "BadDataError": "readers",
+    "HYP_SCRATCH": "config",
+    "METRICS": "evaluate",
+    "MODELS": "models",
+    "NonFiniteLossError": "trainer",
+    "TrainConfig": "config",
+    "build_model": "models",
+    "count_parameters": "models",
+    "evaluate_coco": "evaluate",
+    "load_checkpoint": "checkpoint",
+    "load_dataset": "data",
+    "model_from_checkpoint": "checkpoint",
+    "non_max_suppression": "evaluate",
+    "train": "trainer",
+    "train_step": "optim",
+}
+__all__ = sorted(_PUBLIC)
 
-__all__ = [
-    "ANCHORS",
-    "BadDataError",
-    "HYP_SCRATCH",
-    "METRICS",
-    "MODELS",
-    "NonFiniteLossError",
-    "TrainConfig",
-    "build_model",
-    "count_parameters",
-    "evaluate_coco",
-    "load_checkpoint",
-    "load_dataset",
-    "model_from_checkpoint",
-    "non_max_suppression",
-    "train",
-]
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(_importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_PUBLIC})

@@ -9,12 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from scabench.detectors.models import MODELS
 from scabench.detectors.synthetic import TRAIN_SIZE, VAL_SIZE
+from scabench.devices import parse_device
 
 # hyp.scratch.yaml of ultralytics/yolov3 v9.6.0 (values, not code).
 HYP_SCRATCH: dict[str, float] = {
@@ -47,9 +46,6 @@ HYP_SCRATCH: dict[str, float] = {
     "mixup": 0.0,  # probability
     "copy_paste": 0.0,  # needs segments: only 0 is supported
 }
-
-DETECTORS = MODELS
-
 
 def load_hyp_file(path: str | Path) -> dict[str, float]:
     """Read a hyperparameter YAML (a full hyp.scratch-style file or just overrides)."""
@@ -90,7 +86,7 @@ class TrainConfig(BaseModel):
         "loss", description="objectness target: the loss's own similarity (the authors' code) or plain IoU"
     )
     seed: int = Field(0, ge=0)
-    device: str = "auto"
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N (scabench.devices)")
     amp: bool = Field(True, description="mixed precision on CUDA (the box loss stays float32)")
     workers: int = Field(2, ge=0, le=64)
     hyp: dict[str, float] = Field(default_factory=dict, description="overrides of hyp.scratch")
@@ -119,12 +115,7 @@ class TrainConfig(BaseModel):
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        if v != "auto":
-            try:
-                torch.device(v)
-            except RuntimeError:
-                raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {v!r}") from None
-        return v
+        return parse_device(v)
 
     @model_validator(mode="after")
     def _loss_exists(self) -> "TrainConfig":

@@ -1,4 +1,4 @@
-"""Datasets: COCO-json and YOLO-txt readers, bad-data checks, the training and validation sets.
+"""Datasets and loaders: which files a dataset is, its images decoded once, the torch datasets.
 
 ``load_dataset(data, ...)`` accepts
 
@@ -10,84 +10,35 @@
 - a single COCO-json annotation file (used for training and validation alike: a warning says so);
 - a dataset YAML in the usual YOLO form (``path``, ``train``, ``val``, ``names`` or ``nc``)
   whose ``train``/``val`` are image folders, text files listing images, or COCO-json files.
-  YOLO labels are ``labels/<name>.txt`` beside ``images/<name>.<ext>``: one line per object,
-  ``class x_centre y_centre width height``, normalised to [0, 1].
 
-Bad data (missing or corrupt image, box outside the image, zero-area or non-finite box, unknown
-category, malformed line) raises :class:`BadDataError` naming the file and the annotation, or
-with ``bad_data="skip"`` drops that annotation (or image) and counts it. Every image is decoded
-once before training (in threads), so no bad sample surfaces half-way through an epoch; small
-datasets keep the decoded, resized images in memory.
+The annotation formats and their bad-data checks are :mod:`detectors.readers`. Every image is
+decoded once before training (:class:`ImageStore`, in threads), so no bad sample surfaces
+half-way through an epoch; small datasets keep the decoded, resized images in memory.
+``train_loader`` / ``val_loader`` build the loaders the trainer, ``scabench val`` and the
+benchmarks use.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import numpy as np
 import torch
 import yaml
 from PIL import Image, UnidentifiedImageError
+from torchvision.ops import box_convert
 
 from scabench.detectors import augment
+from scabench.detectors.readers import BadDataError, ImageRecord, Problems, list_images, read_coco, read_yolo
 from scabench.detectors.synthetic import TRAIN_SIZE, VAL_SIZE, ensure_synthetic_shapes
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-BOX_TOLERANCE = 1.0  # px a COCO box may stick out of its image (rounding) before it is an error
 RAM_CACHE_BYTES = int(os.environ.get("SCABENCH_RAM_CACHE_MB", "2048")) * 2**20
-
-
-class BadDataError(ValueError):
-    """A dataset problem, naming the file and the annotation (or label line) at fault."""
-
-
-class Problems:
-    """Collects bad-data findings: raises at once (``error``) or counts them (``skip``)."""
-
-    def __init__(self, policy: str):
-        if policy not in ("error", "skip"):
-            raise ValueError(f"bad_data must be 'error' or 'skip', got {policy!r}")
-        self.policy = policy
-        self.counts: Counter[str] = Counter()
-        self.examples: list[str] = []
-
-    def __call__(self, kind: str, message: str) -> None:
-        if self.policy == "error":
-            raise BadDataError(message + " (use bad_data='skip' / --bad-data skip to drop such data and count it)")
-        self.counts[kind] += 1
-        if len(self.examples) < 20:
-            self.examples.append(message)
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
-    def summary(self) -> str:
-        if not self.total:
-            return "no bad data"
-        parts = ", ".join(f"{n} {kind}" for kind, n in sorted(self.counts.items()))
-        return f"skipped {parts}"
-
-
-@dataclass
-class ImageRecord:
-    """One image: where it is, its COCO id and size, its training boxes and its ground truth."""
-
-    path: Path
-    image_id: int
-    width: int
-    height: int
-    boxes: np.ndarray  # [n, 4] float32 xyxy pixels (crowd boxes excluded)
-    classes: np.ndarray  # [n] int64, 0 .. nc-1
-    annotations: list[dict] = field(default_factory=list)  # COCO ground truth (incl. crowd)
 
 
 @dataclass
@@ -118,202 +69,6 @@ class DatasetInfo:
             "annotations": anns,
             "categories": [{"id": cid, "name": name} for cid, name in zip(self.category_ids, self.names)],
         }
-
-
-# --------------------------------------------------------------------------------------
-# Readers
-
-
-def _image_size(path: Path, problems: Problems, where: str) -> tuple[int, int] | None:
-    if not path.is_file():
-        problems("missing image", f"{where}: image file not found: {path}")
-        return None
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except (UnidentifiedImageError, OSError) as exc:
-        problems("corrupt image", f"{where}: cannot read image {path}: {exc}")
-        return None
-
-
-def _check_xyxy(box: list[float], w: int, h: int, problems: Problems, where: str, tolerance: float) -> list[float] | None:
-    x1, y1, x2, y2 = box
-    if not all(math.isfinite(v) for v in box):
-        problems("non-finite box", f"{where}: non-finite box {box}")
-        return None
-    if x2 <= x1 or y2 <= y1:
-        problems("zero-area box", f"{where}: zero-area box (x1, y1, x2, y2) = {[round(v, 3) for v in box]}")
-        return None
-    if x1 < -tolerance or y1 < -tolerance or x2 > w + tolerance or y2 > h + tolerance:
-        problems(
-            "box outside image",
-            f"{where}: box (x1, y1, x2, y2) = {[round(v, 3) for v in box]} lies outside the {w}x{h} image",
-        )
-        return None
-    return [max(x1, 0.0), max(y1, 0.0), min(x2, float(w)), min(y2, float(h))]
-
-
-def _resolve_image_dir(json_path: Path, file_names: list[str], root: Path | None) -> Path:
-    base = json_path.parent
-    split = json_path.stem.replace("instances_", "")
-    candidates = [base, base / "images", base.parent, base.parent / "images", base.parent / split, base.parent / "images" / split, base / split]
-    if root is not None:
-        candidates = [root, root / "images", root / split, root / "images" / split] + candidates
-    for name in file_names[:1]:
-        for c in candidates:
-            if (c / name).is_file():
-                return c
-    return base
-
-
-def read_coco(json_path: Path, problems: Problems, image_root: Path | None = None, categories: list[dict] | None = None):
-    """Read a COCO annotation file; returns (records, categories sorted by id)."""
-    try:
-        data = json.loads(json_path.read_text())
-    except FileNotFoundError:
-        raise BadDataError(f"{json_path}: annotation file not found") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BadDataError(f"{json_path}: cannot read COCO json: {exc}") from None
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(data.get(key), list):
-            raise BadDataError(f"{json_path}: not a COCO detection file (no '{key}' list)")
-    cats = sorted(data["categories"], key=lambda c: c["id"]) if categories is None else categories
-    cat_index = {c["id"]: i for i, c in enumerate(cats)}
-    images = {im["id"]: im for im in data["images"]}
-    by_image: dict[Any, list[dict]] = {i: [] for i in images}
-    for ann in data["annotations"]:
-        if ann.get("image_id") not in images:
-            problems(
-                "unknown image", f"{json_path}: annotation id {ann.get('id')} refers to unknown image id {ann.get('image_id')}"
-            )
-            continue
-        by_image[ann["image_id"]].append(ann)
-    image_dir = _resolve_image_dir(json_path, [im["file_name"] for im in data["images"]], image_root)
-    records = []
-    for image_id, im in images.items():
-        path = image_dir / im["file_name"]
-        where = f"{json_path}: image id {image_id} ('{im['file_name']}')"
-        size = _image_size(path, problems, where)
-        if size is None:
-            continue
-        w, h = size
-        if (im.get("width"), im.get("height")) not in ((w, h), (None, None)):
-            problems(
-                "image size mismatch",
-                f"{where}: the json says {im.get('width')}x{im.get('height')} but the file is {w}x{h}",
-            )
-            continue
-        boxes, classes, gt = [], [], []
-        for ann in by_image[image_id]:
-            where_ann = f"{json_path}: annotation id {ann.get('id')} (image id {image_id}, '{im['file_name']}')"
-            if ann.get("category_id") not in cat_index:
-                problems(
-                    "unknown category",
-                    f"{where_ann}: unknown category_id {ann.get('category_id')} (known: {sorted(cat_index)})",
-                )
-                continue
-            bbox = ann.get("bbox")
-            if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):
-                problems("malformed box", f"{where_ann}: bbox must be [x, y, width, height], got {bbox!r}")
-                continue
-            x, y, bw, bh = (float(v) for v in bbox)
-            xyxy = _check_xyxy([x, y, x + bw, y + bh], w, h, problems, where_ann, BOX_TOLERANCE)
-            if xyxy is None:
-                continue
-            crowd = int(ann.get("iscrowd", 0))
-            area = float(ann["area"]) if isinstance(ann.get("area"), (int, float)) else bw * bh
-            gt.append(
-                {
-                    "id": ann.get("id", len(gt) + 1),
-                    "image_id": image_id,
-                    "category_id": ann["category_id"],
-                    "bbox": [xyxy[0], xyxy[1], xyxy[2] - xyxy[0], xyxy[3] - xyxy[1]],
-                    "area": area,
-                    "iscrowd": crowd,
-                }
-            )
-            if not crowd:
-                boxes.append(xyxy)
-                classes.append(cat_index[ann["category_id"]])
-        records.append(
-            ImageRecord(path, image_id, w, h, np.array(boxes, np.float32).reshape(-1, 4), np.array(classes, np.int64), gt)
-        )
-    return records, cats
-
-
-def _label_path(image: Path) -> Path:
-    parts = list(image.parts)
-    for i in range(len(parts) - 1, -1, -1):
-        if parts[i] == "images":
-            parts[i] = "labels"
-            return Path(*parts).with_suffix(".txt")
-    return image.with_suffix(".txt")
-
-
-def _list_images(spec: Any, root: Path, yaml_path: Path) -> list[Path]:
-    items = spec if isinstance(spec, list) else [spec]
-    out: list[Path] = []
-    for item in items:
-        p = Path(item)
-        p = p if p.is_absolute() else root / p
-        if p.is_dir():
-            out += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_EXTENSIONS)
-        elif p.suffix == ".txt" and p.is_file():
-            for line in p.read_text().splitlines():
-                line = line.strip()
-                if line:
-                    q = Path(line)
-                    out.append(q if q.is_absolute() else (p.parent / q if (p.parent / q).exists() else root / q))
-        else:
-            raise BadDataError(f"{yaml_path}: image source {item!r} not found (resolved to {p})")
-    return out
-
-
-def read_yolo(images: list[Path], nc: int, problems: Problems, first_id: int = 1) -> list[ImageRecord]:
-    records = []
-    for k, path in enumerate(images):
-        image_id = first_id + k
-        size = _image_size(path, problems, f"image {path}")
-        if size is None:
-            continue
-        w, h = size
-        label = _label_path(path)
-        boxes, classes, gt = [], [], []
-        lines = label.read_text().splitlines() if label.is_file() else []
-        for n, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            where = f"{label} line {n} (image {path})"
-            fields = line.split()
-            try:
-                values = [float(v) for v in fields]
-            except ValueError:
-                values = []
-            if len(values) != 5:
-                problems("malformed label", f"{where}: expected 'class x y w h', got {line.strip()!r}")
-                continue
-            cls, x, y, bw, bh = values
-            if cls != int(cls) or not 0 <= cls < nc:
-                problems("unknown category", f"{where}: class {fields[0]} not in 0..{nc - 1}")
-                continue
-            xyxy = [(x - bw / 2) * w, (y - bh / 2) * h, (x + bw / 2) * w, (y + bh / 2) * h]
-            xyxy = _check_xyxy(xyxy, w, h, problems, where, tolerance=max(w, h) * 1e-3 + 0.5)
-            if xyxy is None:
-                continue
-            boxes.append(xyxy)
-            classes.append(int(cls))
-            gt.append(
-                {
-                    "id": len(gt) + 1 + image_id * 10000,
-                    "image_id": image_id,
-                    "category_id": int(cls),
-                    "bbox": [xyxy[0], xyxy[1], xyxy[2] - xyxy[0], xyxy[3] - xyxy[1]],
-                    "area": (xyxy[2] - xyxy[0]) * (xyxy[3] - xyxy[1]),
-                    "iscrowd": 0,
-                }
-            )
-        records.append(ImageRecord(path, image_id, w, h, np.array(boxes, np.float32).reshape(-1, 4), np.array(classes, np.int64), gt))
-    return records
 
 
 def _coco_pair(folder: Path) -> tuple[Path, Path] | None:
@@ -399,10 +154,10 @@ def _yaml_dataset(path: Path, problems: Problems, splits) -> DatasetInfo:
     if str(spec["val"]).endswith(".json"):
         train_json = resolve("train")
         return _coco_dataset(train_json, resolve("val"), problems, root, str(path), splits)
-    val_records = read_yolo(_list_images(spec["val"], root, path), len(names), problems, first_id=1)
+    val_records = read_yolo(list_images(spec["val"], root, path), len(names), problems, first_id=1)
     train_records = []
     if "train" in splits:
-        train_records = read_yolo(_list_images(spec["train"], root, path), len(names), problems, first_id=1)
+        train_records = read_yolo(list_images(spec["train"], root, path), len(names), problems, first_id=1)
     return DatasetInfo(names, list(range(len(names))), Split(train_records, str(spec["train"])), Split(val_records, str(spec["val"])), problems, str(path))
 
 
@@ -414,13 +169,16 @@ class ImageStore:
     """Decoded images resized so the long side is ``img_size``; decoded once up front (threads).
 
     A file that cannot be decoded is a bad-data problem (raise or drop the record). Images are
-    kept in memory when they fit in ``SCABENCH_RAM_CACHE_MB`` (default 2048), else re-read.
+    kept in memory when they fit in ``ram_cache_bytes`` (default ``SCABENCH_RAM_CACHE_MB``,
+    2048), else re-read.
     """
 
-    def __init__(self, records: list[ImageRecord], img_size: int, problems: Problems, threads: int = 4):
+    def __init__(
+        self, records: list[ImageRecord], img_size: int, problems: Problems, threads: int = 4, ram_cache_bytes: int | None = None
+    ):
         self.img_size = img_size
         estimate = sum(_resized_bytes(r, img_size) for r in records)
-        self.keep = estimate <= RAM_CACHE_BYTES
+        self.keep = estimate <= (RAM_CACHE_BYTES if ram_cache_bytes is None else ram_cache_bytes)
         with ThreadPoolExecutor(max(1, threads)) as pool:
             results = list(pool.map(self._load_checked, records))
         good = []
@@ -528,14 +286,10 @@ class TrainSet(torch.utils.data.Dataset):
                 boxes[:, [0, 2]] = self.img_size - boxes[:, [2, 0]]
         else:
             chw = arr.transpose(2, 0, 1)
-        s = float(self.img_size)
         labels = np.zeros((len(boxes), 5), np.float32)
         if len(boxes):
             labels[:, 0] = classes
-            labels[:, 1] = (boxes[:, 0] + boxes[:, 2]) / (2 * s)
-            labels[:, 2] = (boxes[:, 1] + boxes[:, 3]) / (2 * s)
-            labels[:, 3] = (boxes[:, 2] - boxes[:, 0]) / s
-            labels[:, 4] = (boxes[:, 3] - boxes[:, 1]) / s
+            labels[:, 1:] = box_convert(torch.from_numpy(boxes), "xyxy", "cxcywh").numpy() / float(self.img_size)
         return torch.from_numpy(np.ascontiguousarray(chw)), torch.from_numpy(labels)
 
 
@@ -596,3 +350,37 @@ class EpochSampler(torch.utils.data.Sampler):
         sample_seed = self.seed * 1000003 + self.epoch * 7919 + 1
         for i in order[self.rank :: self.world]:
             yield (i, sample_seed)
+
+
+# --------------------------------------------------------------------------------------
+# Loaders
+
+
+def train_loader(
+    store: ImageStore, hyp: dict, batch_size: int, *, seed: int = 0, rank: int = 0, world: int = 1, workers: int = 0, **loader_kw
+) -> torch.utils.data.DataLoader:
+    """Augmented, seeded training batches (``collate_train``); call ``loader.sampler.set_epoch(e)``.
+
+    ``loader_kw`` go to the DataLoader (``pin_memory``, ``prefetch_factor``, ``drop_last``).
+    """
+    return torch.utils.data.DataLoader(
+        TrainSet(store, store.img_size, hyp), batch_size=batch_size, sampler=EpochSampler(len(store), seed, rank, world),
+        collate_fn=collate_train, num_workers=workers, persistent_workers=workers > 0, **loader_kw,
+    )  # fmt: skip
+
+
+def val_loader(store: ImageStore, batch_size: int, *, workers: int = 0, **loader_kw) -> torch.utils.data.DataLoader:
+    """Letterboxed validation batches in record order (``collate_val``), for ``evaluate.predict``."""
+    return torch.utils.data.DataLoader(
+        ValSet(store, store.img_size), batch_size=batch_size, shuffle=False, collate_fn=collate_val, num_workers=workers,
+        persistent_workers=workers > 0, **loader_kw,
+    )  # fmt: skip
+
+
+def endless(loader: torch.utils.data.DataLoader) -> Iterator:
+    """The loader's batches epoch after epoch (its ``EpochSampler`` set to 0, 1, 2, ...)."""
+    epoch = 0
+    while True:
+        loader.sampler.set_epoch(epoch)
+        yield from loader
+        epoch += 1

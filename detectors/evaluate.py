@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torchvision.ops import batched_nms
+from torchvision.ops import batched_nms, box_convert
 
 METRICS = ("AP", "AP50", "AP65", "AP75", "AP80", "AP90", "APs", "APm", "APl")
 _THRESHOLD_INDEX = {"AP50": 0, "AP65": 3, "AP75": 5, "AP80": 6, "AP90": 8}
@@ -36,17 +36,22 @@ def _quiet():
     return contextlib.redirect_stdout(io.StringIO())
 
 
-def _load_gt(gt: str | Path | dict):
+def _read_json(path: str | Path, what: str) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} file not found: {path}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON: {exc}") from None
+
+
+def load_ground_truth(gt: str | Path | dict):
+    """A pycocotools ``COCO`` index of a ground-truth file or dict (load once, evaluate often)."""
     from pycocotools.coco import COCO
 
     if not isinstance(gt, dict):
-        path = Path(gt)
-        try:
-            gt = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"ground truth file not found: {path}") from None
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON: {exc}") from None
+        gt = _read_json(gt, "ground truth")
     for key in ("images", "annotations", "categories"):
         if key not in gt:
             raise ValueError(f"ground truth has no '{key}': not a COCO detection file")
@@ -59,13 +64,7 @@ def _load_gt(gt: str | Path | dict):
 
 def _load_dets(dets: str | Path | list) -> list[dict]:
     if isinstance(dets, (str, Path)):
-        path = Path(dets)
-        try:
-            dets = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"detections file not found: {path}") from None
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON: {exc}") from None
+        dets = _read_json(dets, "detections")
     if not isinstance(dets, list):
         raise ValueError("detections must be a COCO results list of {image_id, category_id, bbox, score}")
     for k, d in enumerate(dets):
@@ -91,6 +90,8 @@ def metrics_from_eval(coco_eval) -> dict[str, float]:
 
 
 def _fast_coco_eval_class():
+    """``FastCOCOeval`` (pycocotools imported on first use). Long: its ``evaluateImg`` is
+    pycocotools' own matching loop, kept line for line so it can be compared with it."""
     from pycocotools.cocoeval import COCOeval
 
     class FastCOCOeval(COCOeval):
@@ -193,8 +194,17 @@ def evaluate_coco(gt_json: str | Path | dict | Any, dets_json: str | Path | list
     return _evaluate(gt_json, _load_dets(dets_json), copy_dets=True)
 
 
+def evaluate_predictions(coco_gt, dets: list[dict]) -> dict[str, float]:
+    """:func:`evaluate_coco` of :func:`predict`'s fresh results against a :func:`load_ground_truth` index.
+
+    No checks of the dicts, and they gain pycocotools' id, area and iscrowd keys in place (no
+    copies): the per-epoch validation of the trainer.
+    """
+    return _evaluate(coco_gt, dets, copy_dets=False)
+
+
 def _evaluate(gt_json, dets: list[dict], copy_dets: bool) -> dict[str, float]:
-    coco_gt = gt_json if hasattr(gt_json, "getImgIds") else _load_gt(gt_json)
+    coco_gt = gt_json if hasattr(gt_json, "getImgIds") else load_ground_truth(gt_json)
     if not dets:
         return {k: 0.0 for k in METRICS}
     known = set(coco_gt.getImgIds())
@@ -222,8 +232,7 @@ def non_max_suppression(
     """
     bs, _, no = pred.shape
     nc = no - 5
-    xywh = pred[..., :4]
-    boxes = torch.cat((xywh[..., :2] - xywh[..., 2:] / 2, xywh[..., :2] + xywh[..., 2:] / 2), -1)
+    boxes = box_convert(pred[..., :4], "cxcywh", "xyxy")
     obj = pred[..., 4]
     scores = obj[..., None] if nc == 1 else obj[..., None] * pred[..., 5:]
     img_i, box_i, cls_i = (scores > conf).nonzero(as_tuple=True)
@@ -254,11 +263,9 @@ def to_coco_results(
             continue
         image_id, r, left, top, w, h = m
         d = d.detach().cpu().double()
-        x1 = ((d[:, 0] - left) / r).clamp(0, w)
-        y1 = ((d[:, 1] - top) / r).clamp(0, h)
-        x2 = ((d[:, 2] - left) / r).clamp(0, w)
-        y2 = ((d[:, 3] - top) / r).clamp(0, h)
-        boxes = torch.stack((x1, y1, x2 - x1, y2 - y1), 1).tolist()
+        pad, size = d.new_tensor([left, top, left, top]), d.new_tensor([w, h, w, h])
+        xyxy = ((d[:, :4] - pad) / r).clamp(torch.zeros_like(size), size)  # in original pixels, inside the image
+        boxes = box_convert(xyxy, "xyxy", "xywh").tolist()
         cats = [category_ids[c] for c in d[:, 5].long().tolist()]
         image_id = int(image_id)
         out += [

@@ -273,8 +273,3 @@ def build_model(
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def detect_head(model: nn.Module) -> Detect:
-    model = getattr(model, "module", model)  # DDP
-    return model.detect

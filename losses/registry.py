@@ -13,6 +13,8 @@ each with its defaults); see :func:`parse_expression`.
 from __future__ import annotations
 
 import inspect
+import math
+import numbers
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -197,7 +199,8 @@ class BoxLoss:
     Half-precision inputs (and calls under autocast) are computed in float32: box areas
     overflow fp16 above ~256 px. ``similarity(pred, target)`` gives the detached objectness
     target. Stateful losses (Wise-IoU v2/v3) keep their running mean in ``self.state``
-    and update it only while ``self.training`` is true.
+    and update it only while ``self.training`` is true; ``state_dict`` / ``load_state_dict``
+    save and restore it (a checkpoint's ``loss_state``).
     """
 
     def __init__(self, spec: LossSpec, params: dict[str, Any], eps: float = DEFAULT_EPS):
@@ -218,6 +221,15 @@ class BoxLoss:
 
     def eval(self) -> "BoxLoss":
         return self.train(False)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The loss's running state (Wise-IoU v2/v3: ``iou_mean``), for a checkpoint; ``{}`` if stateless."""
+        return dict(self.state)
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device | str | None = None) -> None:
+        """Restore what :meth:`state_dict` returned, its tensors moved to ``device`` when given."""
+        self.state.clear()
+        self.state.update({k: v.to(device) if device is not None and torch.is_tensor(v) else v for k, v in state.items()})
 
     def __call__(self, pred: Tensor, target: Tensor) -> Tensor:
         _check_pair(pred, target)
@@ -276,6 +288,17 @@ class CompositeLoss(BoxLoss):
             term.train(mode)
         return self
 
+    def state_dict(self) -> dict[str, Any]:
+        """``{"terms": [each term's state, in order]}``."""
+        return {"terms": [term.state_dict() for _, term in self.terms]}
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device | str | None = None) -> None:
+        terms = state["terms"]
+        if len(terms) != len(self.terms):
+            raise ValueError(f"{self.name}: state for {len(terms)} terms, the loss has {len(self.terms)}")
+        for (_, term), term_state in zip(self.terms, terms):
+            term.load_state_dict(term_state, device)
+
     def _sum(self, pred: Tensor, target: Tensor, **_: Any) -> Tensor:
         total = None
         for weight, term in self.terms:
@@ -312,7 +335,8 @@ def get_loss(name: str, *, eps: float = DEFAULT_EPS, **params: Any) -> BoxLoss:
     ``name`` is a registered name (see :func:`available`) or a sum of them such as
     ``"iou+cd"`` (IoU + corner alignment) or ``"so+0.5*cd"``, or your own function as
     ``"module:function"`` / ``"path/to/file.py:function"``. Unknown names or parameters raise
-    an error that lists what exists.
+    an error that lists what exists; a value whose type does not match the parameter's default
+    raises too (see :func:`check_parameter`).
     """
     if "+" in name or "*" in name:
         if params:
@@ -327,4 +351,32 @@ def get_loss(name: str, *, eps: float = DEFAULT_EPS, **params: Any) -> BoxLoss:
     if unknown:
         known = ", ".join(f"{k}={v!r}" for k, v in loss_spec.defaults.items()) or "none"
         raise ValueError(f"loss {name!r} has no parameter(s) {unknown}; its parameters: {known}")
+    for key, value in params.items():
+        check_parameter(name, key, value, loss_spec.defaults[key])
     return BoxLoss(loss_spec, params, eps)
+
+
+def check_parameter(loss: str, key: str, value: Any, default: Any) -> None:
+    """Refuse a parameter value whose type does not match its default's (ValueError).
+
+    A float parameter takes any finite real number (not a bool), an int one an integer, a bool
+    one True/False, a str one a string; a parameter whose default is None takes anything.
+    """
+    if default is None:
+        return
+    if isinstance(default, bool):
+        ok, expected = isinstance(value, bool), "True or False (bool)"
+    elif isinstance(default, numbers.Integral):
+        ok, expected = isinstance(value, numbers.Integral) and not isinstance(value, bool), "an integer (int)"
+    elif isinstance(default, numbers.Real):
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+        expected = "a finite number (float)"
+    elif isinstance(default, (list, tuple)):
+        ok, expected = isinstance(value, (list, tuple)), "a list"
+    else:
+        ok, expected = isinstance(value, type(default)), f"a {type(default).__name__}"
+    if not ok:
+        raise ValueError(
+            f"loss {loss!r}: parameter {key} must be {expected} like its default {default!r}, "
+            f"got {value!r} ({type(value).__name__})"
+        )

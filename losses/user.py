@@ -3,7 +3,8 @@
 
 A user loss is a plain function ``fn(pred, target, *, <params with defaults>) -> Tensor[...]``
 on xyxy boxes, like the built-in ones; ``eps`` is passed only if it accepts it. It needs no
-decorator. Its source file's SHA-256 is recorded so a result can be traced to the code.
+decorator. Each parameter takes values of its default's type (a float default: any finite
+number). Its source file's SHA-256 is recorded so a result can be traced to the code.
 """
 
 from __future__ import annotations

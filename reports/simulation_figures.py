@@ -28,31 +28,45 @@ from scabench.reports.style import palette as _palette
 from scabench.reports.style import save as _save
 from scabench.reports.style import set_style as _style
 
+FIGSIZE = (6.4, 4.2)  # the line figures (convergence, gradients, corner vs centre)
+
+
 def _order(frame: pd.DataFrame, column: str) -> list[str]:
     return list(dict.fromkeys(frame[column].astype(str)))
 
 
-def plot_convergence(frame: pd.DataFrame, out: Path, *, name: str = "convergence") -> list[Path]:
-    """E(t) per loss on one axis (log y): columns loss, iteration, error."""
+def _line_style(i: int) -> dict[str, Any]:
+    """The i-th curve's line style and marker (colour comes from the palette)."""
+    return {"linestyle": LINESTYLES[i % len(LINESTYLES)], "marker": MARKERS[i % len(MARKERS)], "markersize": 5}
+
+
+def _new_axes() -> tuple[Any, Any]:
     import matplotlib.pyplot as plt
 
     _style()
-    losses = _order(frame, "loss")
-    palette = _palette(losses)
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    return plt.subplots(figsize=FIGSIZE)
+
+
+def _curves(ax: Any, frame: pd.DataFrame, group: str, x: str, y: str, labels: dict[str, str], marks: int) -> int:
+    """One curve of ``y`` over ``x`` per value of ``group`` (in order of first appearance), with
+    about ``marks`` markers each; ``labels``: legend text per value. Returns the last ``x``."""
+    names = _order(frame, group)
+    palette = _palette(names)
+    last = int(frame[x].max())
+    for i, name in enumerate(names):
+        data = frame[frame[group].astype(str) == name].sort_values(x)
+        ax.plot(data[x], data[y], color=palette[name], markevery=max(1, last // marks), label=labels.get(name, name),
+                **_line_style(i))
+    return last
+
+
+def plot_convergence(frame: pd.DataFrame, out: Path, *, name: str = "convergence") -> list[Path]:
+    """E(t) per loss on one axis (log y): columns loss, iteration, error."""
+    fig, ax = _new_axes()
     last = int(frame["iteration"].max())
-    for i, loss in enumerate(losses):
-        data = frame[frame["loss"].astype(str) == loss].sort_values("iteration")
-        ax.plot(
-            data["iteration"],
-            data["error"].clip(lower=1e-12),
-            color=palette[loss],
-            linestyle=LINESTYLES[i % len(LINESTYLES)],
-            marker=MARKERS[i % len(MARKERS)],
-            markevery=max(1, last // 8),
-            markersize=5,
-            label=f"{loss}  (E({last}) = {data['error'].iloc[-1]:.3g})",
-        )
+    final = frame.sort_values("iteration").groupby(frame["loss"].astype(str))["error"].last()
+    labels = {loss: f"{loss}  (E({last}) = {error:.3g})" for loss, error in final.items()}
+    _curves(ax, frame.assign(error=frame["error"].clip(lower=1e-12)), "loss", "iteration", "error", labels, marks=8)
     ax.set_yscale("log")
     ax.set_xlabel("iteration t")
     ax.set_ylabel("total regression error E(t)")
@@ -112,19 +126,17 @@ def plot_error_maps(frame: pd.DataFrame, out: Path, *, name: str = "final_error_
 
 def plot_gradients(frame: pd.DataFrame, out: Path, *, name: str = "gradients") -> list[Path]:
     """Mean gradient norm per IoU bin, one curve per loss (columns loss, iou, grad_norm, n)."""
-    import matplotlib.pyplot as plt
-
-    _style()
+    fig, ax = _new_axes()
     losses = _order(frame, "loss")
     palette = _palette(losses)
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for i, loss in enumerate(losses):
         data = frame[frame["loss"].astype(str) == loss].sort_values("iou")
         overlap, disjoint = data[data["iou"] > 0], data[data["iou"] <= 0]
-        style = dict(color=palette[loss], marker=MARKERS[i % len(MARKERS)], markersize=5)
-        ax.plot(overlap["iou"], overlap["grad_norm"], linestyle=LINESTYLES[i % len(LINESTYLES)], label=loss, **style)
+        style = _line_style(i)
+        ax.plot(overlap["iou"], overlap["grad_norm"], color=palette[loss], label=loss, **style)
         if len(disjoint):
-            ax.plot(disjoint["iou"], disjoint["grad_norm"], linestyle="none", fillstyle="none", **style)
+            style["linestyle"] = "none"
+            ax.plot(disjoint["iou"], disjoint["grad_norm"], color=palette[loss], fillstyle="none", **style)
     ax.set_xlabel("IoU (bin centre; hollow markers at 0: disjoint pairs)")
     ax.set_ylabel(r"mean $\|\partial L / \partial \mathrm{pred}\|_2$")
     ax.set_xlim(-0.03, 1.0)
@@ -136,26 +148,9 @@ def plot_gradients(frame: pd.DataFrame, out: Path, *, name: str = "gradients") -
 
 def plot_corner_center(frame: pd.DataFrame, out: Path, *, name: str = "corner_center") -> list[Path]:
     """Mean IoU per step per variant (columns variant, iteration, iou)."""
-    import matplotlib.pyplot as plt
-
-    _style()
-    variants = _order(frame, "variant")
-    palette = _palette(variants)
+    fig, ax = _new_axes()
     labels = {"corner": "IoU + corner alignment (iou+cd)", "center": "IoU + centre alignment (iou+center)"}
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    last = int(frame["iteration"].max())
-    for i, variant in enumerate(variants):
-        data = frame[frame["variant"].astype(str) == variant].sort_values("iteration")
-        ax.plot(
-            data["iteration"],
-            data["iou"],
-            color=palette[variant],
-            linestyle=LINESTYLES[i % len(LINESTYLES)],
-            marker=MARKERS[i % len(MARKERS)],
-            markevery=max(1, last // 10),
-            markersize=5,
-            label=labels.get(variant, variant),
-        )
+    last = _curves(ax, frame, "variant", "iteration", "iou", labels, marks=10)
     ax.set_xlabel("iteration")
     ax.set_ylabel("mean IoU with the target")
     ax.set_xlim(0, last)

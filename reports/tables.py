@@ -1,18 +1,12 @@
-"""Tables from a results folder: mean +- std over seeds, change vs a baseline, paired bootstrap.
+"""Tables from a results folder: Markdown, LaTeX and CSV of :func:`reports.statistics.summarize`.
 
-``scabench report DIR`` reads every finished cell under ``DIR/cells`` (folders merged from
-several machines included), and prints one row per detector x loss (x each setting that
-differs between cells, e.g. an ablation axis). Metrics are in percent, like the paper.
-
-- Each value: the mean over seeds, ``± std`` (sample std, ddof=1) with two seeds or more, and
-  its relative change against the baseline loss of the same detector and settings, in the
-  paper's style: ``19.9 (+5.85%)``.
-- With two or more seeds shared with the baseline, a paired comparison: the per-seed
-  differences are resampled (percentile bootstrap, 10,000 draws, fixed RNG seed) for a 95 %
-  confidence interval of the mean difference. A ``*`` marks gains whose interval excludes 0.
-  With few seeds the interval is coarse: it can only be as wide as the seeds disagree.
-- For the paper's grids (``paper: true`` in the grid file, or ``--paper``), the published
-  numbers (:mod:`reports.paper`) appear as rows beside ours.
+``scabench report DIR`` reads every finished cell (:mod:`reports.loading`) and prints one row
+per detector x loss (x each setting that differs between cells, e.g. an ablation axis), each
+value the mean over seeds ``± std`` and its change against the baseline in the paper's style,
+``19.9 (+5.85%)``; a ``*`` marks gains whose 95 % paired-bootstrap interval excludes 0
+(:mod:`reports.statistics`). For the paper's grids (``paper: true`` in the grid file, or
+``--paper``) the published numbers appear as rows beside ours. Cells not in the table (failed,
+unfinished, broken: with the file and what is wrong) are listed under it.
 
 Formats: Markdown (``to_markdown``), LaTeX (pandas ``Styler``: booktabs rules, best value per
 column and block in bold) and CSV (the long, tidy frame with every number).
@@ -20,282 +14,17 @@ column and block in bold) and CSV (the long, tidy frame with every number).
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-import numpy as np
 import pandas as pd
 
 from scabench.reports import paper as paper_mod
+from scabench.reports.loading import ALL_METRICS, DEFAULT_METRICS, grid_options, load_runs, not_in_table, present, read_cells
+from scabench.reports.statistics import N_BOOT, Summary, summarize
 
-DEFAULT_METRICS = ("AP", "AP50", "AP65", "AP75", "AP80", "AP90")
-ALL_METRICS = ("AP", "AP50", "AP65", "AP75", "AP80", "AP90", "APs", "APm", "APl")
-IDENTITY = ("kind", "seed", "detector", "width", "depth", "loss", "loss_params")
-N_BOOT = 10_000
-LEVEL = 0.95
 SIGNIFICANT = "*"
-
-
-# --------------------------------------------------------------------------------------
-# Reading
-
-
-def is_ap_metric(name: str) -> bool:
-    """AP, AP50 ... AP90, APs/APm/APl (fractions in the files, percent in the tables)."""
-    return name in ALL_METRICS or (name.startswith("AP") and name[2:].isalnum())
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _cell_dirs(root: Path) -> list[Path]:
-    cells = root / "cells"
-    base = cells if cells.is_dir() else root
-    return sorted(p for p in base.iterdir() if p.is_dir() and (p / "config.json").exists()) if base.is_dir() else []
-
-
-def _plan_order(root: Path) -> dict[str, int]:
-    path = root / "plan.csv"
-    if not path.exists():
-        return {}
-    try:
-        plan = pd.read_csv(path)
-    except (OSError, ValueError, pd.errors.ParserError):
-        return {}
-    return {str(i): int(o) for i, o in zip(plan["id"], plan["order"])}
-
-
-def _flatten(config: dict[str, Any]) -> dict[str, Any]:
-    flat = {}
-    for key, value in config.items():
-        if key in IDENTITY:
-            continue
-        if isinstance(value, dict):
-            for sub, item in value.items():
-                flat[f"{key}.{sub}"] = item
-        else:
-            flat[key] = value
-    return flat
-
-
-def load_runs(root: str | Path, *, all_cells: bool = False) -> pd.DataFrame:
-    """One row per finished training cell: labels, settings, seed and metrics in percent.
-
-    Columns: ``id, detector, detector_name, width, depth, loss, loss_name, seed, order`` plus
-    one ``setting:<key>`` column per config key beyond the identity ones, plus the metrics.
-    """
-    root = Path(root)
-    order = _plan_order(root)
-    rows = []
-    for path in _cell_dirs(root):
-        meta = _read_json(path / "config.json") or {}
-        if meta.get("kind") != "train":
-            continue
-        summary = _read_json(path / "summary.json")
-        if summary is None and not all_cells:
-            continue
-        config = meta.get("config", {})
-        labels = meta.get("labels", {})
-        row: dict[str, Any] = {
-            "id": path.name,
-            "detector": labels.get("detector", config.get("detector")),
-            "detector_name": config.get("detector"),
-            "width": config.get("width"),
-            "depth": config.get("depth"),
-            "loss": labels.get("loss", config.get("loss")),
-            "loss_name": config.get("loss"),
-            "seed": config.get("seed", 0),
-            "order": order.get(path.name, 10**9),
-        }
-        for key, value in _flatten(config).items():
-            row[f"setting:{key}"] = value
-        metrics = (summary or {}).get("metrics", {}) or {}
-        for metric, value in metrics.items():
-            if not is_ap_metric(metric):
-                continue  # the summary may carry the last epoch's losses, lr, ...
-            # COCOeval writes -1 where a metric is undefined (e.g. APl without large objects)
-            row[metric] = float(value) * 100.0 if value is not None and float(value) >= 0 else math.nan
-        rows.append(row)
-    frame = pd.DataFrame(rows)
-    if frame.empty:
-        return frame
-    return frame.sort_values(["order", "id"], kind="stable").reset_index(drop=True)
-
-
-def load_epochs(root: str | Path) -> pd.DataFrame:
-    """Per-epoch metrics of every training cell (AP.. in percent), one row per cell and epoch."""
-    root = Path(root)
-    runs = load_runs(root, all_cells=True)
-    frames = []
-    for _, run in runs.iterrows():
-        by_epoch: dict[Any, dict] = {}
-        path = root / "cells" / run["id"] / "metrics.jsonl"
-        if not path.exists():
-            path = root / run["id"] / "metrics.jsonl"
-        try:
-            lines = path.read_text().splitlines()
-        except OSError:
-            continue
-        for line in lines:
-            try:
-                item = json.loads(line)
-            except ValueError:
-                continue  # a torn last line
-            if isinstance(item, dict) and "epoch" in item:
-                by_epoch[item["epoch"]] = item  # a resumed epoch keeps its last version
-        if not by_epoch:
-            continue
-        frame = pd.DataFrame(list(by_epoch.values()))
-        for metric in ALL_METRICS:
-            if metric in frame:
-                values = pd.to_numeric(frame[metric], errors="coerce")
-                frame[metric] = values.where(values >= 0) * 100.0  # -1: undefined (COCOeval)
-        for key in run.index:
-            if not is_ap_metric(key) and key not in frame:
-                frame[key] = run[key]
-        frames.append(frame)
-    if not frames:
-        return pd.DataFrame()
-    return pd.concat(frames, ignore_index=True).sort_values(["order", "id", "epoch"], kind="stable").reset_index(drop=True)
-
-
-def setting_columns(runs: pd.DataFrame) -> list[str]:
-    """``setting:*`` columns whose values differ between runs (the table's extra keys)."""
-    out = []
-    for column in [c for c in runs.columns if c.startswith("setting:")]:
-        values = runs[column].map(lambda v: json.dumps(v, sort_keys=True, default=str) if _present(v) else "-")
-        if values.nunique() > 1:
-            out.append(column)
-    return out
-
-
-def _present(value: Any) -> bool:
-    return not (value is None or (isinstance(value, float) and math.isnan(value)))
-
-
-def grid_options(root: str | Path) -> dict[str, Any]:
-    """``baseline`` and ``paper`` as the grid file copied into ``root`` says (or {})."""
-    import yaml
-
-    try:
-        data = yaml.safe_load((Path(root) / "grid.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return {}
-    return {k: data[k] for k in ("baseline", "paper", "name") if isinstance(data, dict) and k in data}
-
-
-# --------------------------------------------------------------------------------------
-# Statistics
-
-
-def paired_bootstrap(
-    diffs: Iterable[float], *, n_boot: int = N_BOOT, level: float = LEVEL, seed: int = 0
-) -> tuple[float, float, float]:
-    """Mean of paired differences and its percentile-bootstrap CI ``(mean, low, high)``."""
-    d = np.asarray(list(diffs), dtype=float)
-    if d.size == 0:
-        return (math.nan, math.nan, math.nan)
-    rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, d.size, size=(n_boot, d.size))].mean(axis=1)
-    low, high = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return float(d.mean()), float(low), float(high)
-
-
-@dataclass
-class Summary:
-    """The long frame and how to lay it out."""
-
-    frame: pd.DataFrame  # one row per (group, metric)
-    keys: list[str]  # row keys: detector, settings..., loss
-    settings: list[str]  # setting column names (display names)
-    metrics: list[str]
-    baseline: str | None
-    n_seeds: list[int]
-    has_paper: bool
-
-
-def summarize(
-    runs: pd.DataFrame,
-    *,
-    metrics: Iterable[str] = DEFAULT_METRICS,
-    baseline: str | None = "iou",
-    paper: bool = False,
-    n_boot: int = N_BOOT,
-) -> Summary:
-    """Aggregate runs over seeds; compare each group with the baseline loss of its block."""
-    metrics = [m for m in metrics if m in runs.columns] if not runs.empty else []
-    settings_raw = setting_columns(runs) if not runs.empty else []
-    settings = [c.removeprefix("setting:") for c in settings_raw]
-    if runs.empty or not metrics:
-        empty = pd.DataFrame(columns=["detector", *settings, "loss", "metric", "n", "mean", "std"])
-        return Summary(empty, ["detector", *settings, "loss"], settings, metrics, baseline, [], paper)
-    runs = runs.copy()
-    for raw, name in zip(settings_raw, settings):
-        runs[name] = runs[raw].map(lambda v: _display(v) if _present(v) else "-")
-    block = ["detector", *settings]
-    keys = [*block, "loss"]
-    first = runs.groupby(keys, sort=False)["order"].min()
-    rows = []
-    for key, group in runs.groupby(keys, sort=False):
-        key = key if isinstance(key, tuple) else (key,)
-        ident = dict(zip(keys, key))
-        base = None
-        if baseline is not None:
-            mask = np.ones(len(runs), dtype=bool)
-            for column in block:
-                mask &= runs[column].to_numpy() == ident[column]
-            mask &= runs["loss"].to_numpy() == baseline
-            base = runs[mask] if mask.any() else None
-        det_name = group["detector_name"].iloc[0]
-        default_size = all(not _present(group[c].iloc[0]) or group[c].iloc[0] == 1 for c in ("width", "depth"))
-        for metric in metrics:
-            values = group.set_index("seed")[metric].dropna()
-            row = {
-                **ident,
-                "metric": metric,
-                "n": int(values.size),
-                "mean": float(values.mean()) if values.size else math.nan,
-                "std": float(values.std(ddof=1)) if values.size > 1 else math.nan,
-                "seeds": " ".join(str(s) for s in sorted(values.index)),
-                "order": int(first[key]),
-            }
-            if base is not None:
-                base_values = base.set_index("seed")[metric].dropna()
-                base_mean = float(base_values.mean()) if base_values.size else math.nan
-                row["baseline_mean"] = base_mean
-                row["rel_change_pct"] = (row["mean"] - base_mean) / base_mean * 100.0 if base_mean else math.nan
-                common = sorted(set(values.index) & set(base_values.index))
-                row["n_paired"] = len(common)
-                if len(common) >= 2 and ident["loss"] != baseline:
-                    diff, low, high = paired_bootstrap([values[s] - base_values[s] for s in common], n_boot=n_boot)
-                    row.update(diff_mean=diff, ci_low=low, ci_high=high)
-            # The paper's rows go beside ours where the setting is the paper's: its detector at
-            # full size, and the loss's own similarity as objectness target (the authors' code).
-            if paper and default_size and ident.get("obj_target", "loss") in ("loss", "-"):
-                published = paper_mod.published(det_name, ident["loss"])
-                if published and metric in published:
-                    row["paper"] = published[metric]
-                    row["paper_rel_change_pct"] = paper_mod.relative_change(det_name, ident["loss"], metric)
-            rows.append(row)
-    frame = pd.DataFrame(rows).sort_values("order", kind="stable").drop(columns="order").reset_index(drop=True)
-    for column in ("baseline_mean", "rel_change_pct", "n_paired", "diff_mean", "ci_low", "ci_high", "paper", "paper_rel_change_pct"):
-        if column not in frame:
-            frame[column] = math.nan
-    n_seeds = sorted(set(frame.loc[frame["n"] > 0, "n"].astype(int)))
-    return Summary(frame, keys, settings, metrics, baseline, n_seeds, bool(paper and frame["paper"].notna().any()))
-
-
-def _display(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
 
 
 # --------------------------------------------------------------------------------------
@@ -305,24 +34,24 @@ def _display(value: Any) -> str:
 def _fmt_cell(row: pd.Series, *, latex: bool, baseline: str | None) -> str:
     pm = r" $\pm$ " if latex else " ± "
     pct = r"\%" if latex else "%"
-    if not _present(row["mean"]):
+    if not present(row["mean"]):
         return "-"
     text = f"{row['mean']:.1f}"
-    if _present(row.get("std")):
+    if present(row.get("std")):
         text += f"{pm}{row['std']:.1f}"
-    if baseline is not None and row["loss"] != baseline and _present(row.get("rel_change_pct")):
+    if baseline is not None and row["loss"] != baseline and present(row.get("rel_change_pct")):
         text += f" ({row['rel_change_pct']:+.2f}{pct})"
-    if _present(row.get("ci_low")) and (row["ci_low"] > 0 or row["ci_high"] < 0):
+    if present(row.get("ci_low")) and (row["ci_low"] > 0 or row["ci_high"] < 0):
         text += SIGNIFICANT
     return text
 
 
 def _fmt_paper(row: pd.Series, *, latex: bool, baseline: str | None) -> str:
     pct = r"\%" if latex else "%"
-    if not _present(row.get("paper")):
+    if not present(row.get("paper")):
         return "-"
     text = f"{row['paper']:.1f}"
-    if row["loss"] != baseline and _present(row.get("paper_rel_change_pct")):
+    if row["loss"] != baseline and present(row.get("paper_rel_change_pct")):
         text += f" ({row['paper_rel_change_pct']:+.2f}{pct})"
     return text
 
@@ -352,7 +81,7 @@ def wide_tables(summary: Summary, *, latex: bool = False) -> tuple[pd.DataFrame,
         display_rows.append(display)
         numeric_rows.append(numeric)
         blocks.append(block)
-        if summary.has_paper and any(_present(r.get("paper")) for r in by_metric.values()):
+        if summary.has_paper and any(present(r.get("paper")) for r in by_metric.values()):
             display = {**ident, "source": "paper", "seeds": 1}
             for metric in summary.metrics:
                 row = by_metric.get(metric)
@@ -376,7 +105,7 @@ def ci_table(summary: Summary) -> pd.DataFrame | None:
         by_metric = {r["metric"]: r for _, r in group.iterrows()}
         for metric in summary.metrics:
             r = by_metric.get(metric)
-            if r is None or not _present(r["ci_low"]):
+            if r is None or not present(r["ci_low"]):
                 row[metric] = "-"
             else:
                 mark = SIGNIFICANT if (r["ci_low"] > 0 or r["ci_high"] < 0) else ""
@@ -448,7 +177,7 @@ def to_latex(summary: Summary, *, label: str = "tab:scabench") -> str:
         for metric, column in zip(summary.metrics, metric_columns):
             values = numeric[metric]
             for block in set(blocks):
-                idx = [i for i, b in enumerate(blocks) if b == block and _present(values.iloc[i])]
+                idx = [i for i, b in enumerate(blocks) if b == block and present(values.iloc[i])]
                 if len(idx) < 2:
                     continue
                 best = max(values.iloc[i] for i in idx)
@@ -498,13 +227,9 @@ def to_csv(summary: Summary) -> str:
 
 def simulation_table(root: str | Path) -> str | None:
     """Final error per loss of a finished convergence study (Markdown), if the folder holds one."""
-    root = Path(root)
-    for path in _cell_dirs(root):
-        meta = _read_json(path / "config.json") or {}
-        if meta.get("kind") != "simulate" or (meta.get("config") or {}).get("study") != "convergence":
-            continue
-        csv = path / "convergence.csv"
-        if not (path / "summary.json").exists() or not csv.exists():
+    for run, state, meta in read_cells(root, "simulate"):
+        csv = run.path / "convergence.csv"
+        if state.status != "done" or (meta.get("config") or {}).get("study") != "convergence" or not csv.exists():
             continue
         try:
             frame = pd.read_csv(csv)
@@ -528,18 +253,16 @@ def simulation_table(root: str | Path) -> str | None:
     return None
 
 
-def unfinished(root: str | Path) -> list[tuple[str, str, str | None]]:
-    """(label, status, reason) of the training cells without a summary."""
-    out = []
-    for path in _cell_dirs(Path(root)):
-        meta = _read_json(path / "config.json") or {}
-        if meta.get("kind") != "train" or (path / "summary.json").exists():
-            continue
-        record = _read_json(path / "record.json") or {}
-        status = record.get("status") or ("partial" if (path / "metrics.jsonl").exists() else "pending")
-        reason = (record.get("reason") or "").splitlines()[0] if record.get("reason") else None
-        out.append((meta.get("label", path.name), status, reason))
-    return out
+def not_in_table_text(missing: list[tuple[str, str, str | None]], most: int = 20) -> str:
+    """The list under the table: how many cells are left out, by status, and each one's reason."""
+    if not missing:
+        return ""
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(pd.Series([s for _, s, _ in missing]).value_counts().items()))
+    text = f"\nNot in the table: {len(missing)} unfinished cell{'s' if len(missing) > 1 else ''} ({counts}):\n\n"
+    text += "\n".join(f"- {label} ({status}{': ' + reason if reason else ''})" for label, status, reason in missing[:most]) + "\n"
+    if len(missing) > most:
+        text += f"- ... and {len(missing) - most} more\n"
+    return text
 
 
 def report(
@@ -561,18 +284,12 @@ def report(
     if unknown:
         raise ValueError(f"unknown metric(s) {unknown}; choose from {', '.join(ALL_METRICS)}")
     if not runs.empty and baseline not in set(runs["loss"]):
-        baseline = None if baseline not in set(runs["loss"]) else baseline
+        baseline = None
     summary = summarize(runs, metrics=chosen, baseline=baseline, paper=paper, n_boot=n_boot)
     if fmt == "markdown":
         sim = simulation_table(root)
         text = "" if summary.frame.empty and sim else to_markdown(summary)
-        missing = unfinished(root)
-        if missing:
-            counts = ", ".join(f"{n} {status}" for status, n in sorted(pd.Series([s for _, s, _ in missing]).value_counts().items()))
-            text += f"\nNot in the table: {len(missing)} unfinished cell{'s' if len(missing) > 1 else ''} ({counts}):\n\n"
-            text += "\n".join(f"- {label} ({status}{': ' + reason if reason else ''})" for label, status, reason in missing[:20]) + "\n"
-            if len(missing) > 20:
-                text += f"- ... and {len(missing) - 20} more\n"
+        text += not_in_table_text(not_in_table(root))
         return text + ("\n" + sim if sim and text else sim or "")
     if fmt == "latex":
         return to_latex(summary)

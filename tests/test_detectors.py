@@ -16,7 +16,7 @@ from scabench.detectors import evaluate as ev
 from scabench.detectors.config import HYP_SCRATCH
 from scabench.detectors.data import EpochSampler, ImageStore, TrainSet, collate_train
 from scabench.detectors.loss import YoloLoss, build_targets
-from scabench.detectors.trainer import cosine, parameter_groups, warmup_iterations
+from scabench.detectors.optim import cosine, parameter_groups, warmup_iterations
 
 FIXTURES = Path(__file__).parent / "fixtures" / "detectors"
 
@@ -218,6 +218,10 @@ def test_evaluator_equals_pycocotools_on_a_fixture():
     # the same from loaded objects; no detections gives zeros
     assert evaluate_coco(json.loads(gt.read_text()), json.loads(dets.read_text())) == ours
     assert evaluate_coco(gt, []) == {k: 0.0 for k in ours}
+    # the trainer's path: ground truth loaded once, fresh detections evaluated in place
+    fresh = json.loads(dets.read_text())
+    assert ev.evaluate_predictions(ev.load_ground_truth(gt), fresh) == ours
+    assert all({"id", "area", "iscrowd"} <= set(d) for d in fresh)
 
 
 def test_fast_matching_gives_the_stock_precision_array():
@@ -247,11 +251,11 @@ def test_fast_matching_gives_the_stock_precision_array():
             dets.append({"image_id": im["id"], "category_id": int(rng.integers(1, 3)), "bbox": [x, y, *rng.uniform(2, 60, 2)], "score": float(rng.random())})
     gt = {"images": images, "annotations": anns, "categories": [{"id": 1}, {"id": 2}]}
     with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = ev._load_gt(gt)
+        coco_gt = ev.load_ground_truth(gt)
         fast = ev._fast_coco_eval_class()(coco_gt, ev._results_index(coco_gt, dets), "bbox")
         fast.evaluate()
         fast.accumulate()
-        coco_gt2 = ev._load_gt(gt)
+        coco_gt2 = ev.load_ground_truth(gt)
         stock = COCOeval(coco_gt2, coco_gt2.loadRes([dict(d) for d in dets]), "bbox")
         stock.evaluate()
         stock.accumulate()
@@ -422,8 +426,11 @@ def test_train_config_validation():
     with pytest.raises(ValueError, match="alpha|parameter"):
         TrainConfig(loss="iou", loss_params={"alpha": 1})
     assert TrainConfig(device="cuda:1").device == "cuda:1"
+    assert TrainConfig(device=" CUDA:1 ").device == "cuda:1"  # scabench.devices.parse_device
     with pytest.raises(ValueError, match="device"):
         TrainConfig(device="gpu please")
+    with pytest.raises(ValueError, match="auto, cpu, cuda or cuda:N"):
+        TrainConfig(device="mps")  # a torch device, but not one scabench runs on
 
 
 def test_warmup_and_schedule():
@@ -486,3 +493,90 @@ def test_anchor_fit_and_kmeans():
     good = torch.tensor(km, dtype=torch.float32).view(2, 3, 2)
     assert choose_anchors("auto", good, records, 640, 4.0, 0)[0] is good  # fits: kept
     assert choose_anchors("default", default, records, 640, 4.0, 0)[0] is default
+
+
+# --------------------------------------------------------------------------------------
+# Training step, box-loss state, the package's lazy names, the benchmark functions
+
+
+def _step_parts(nc: int = 2):
+    from scabench.detectors.optim import ModelEMA, sgd
+
+    torch.manual_seed(0)
+    model = build_model("yolov3-tiny", nc, 0.25).to(memory_format=torch.channels_last).train()
+    criterion = YoloLoss(losses.get_loss("sca"), model.detect.anchors.clone(), nc, dict(HYP_SCRATCH), 64)
+    images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    targets = torch.tensor([[0, 0, 0.5, 0.5, 0.3, 0.4], [1, 1, 0.3, 0.6, 0.2, 0.2]])
+    return model, criterion, sgd(model, HYP_SCRATCH, 5e-4), torch.amp.GradScaler("cuda", enabled=False), ModelEMA(model), images, targets
+
+
+def test_train_step_accumulates_then_steps():
+    """step=False leaves the weights and adds to the gradients; step=True applies them, clears
+    them and updates the EMA once; loss_gain scales the gradients, not the returned loss."""
+    from scabench.detectors import train_step
+
+    model, criterion, optimizer, scaler, ema, images, targets = _step_parts()
+    weight = model.detect.m[0].weight
+    before = weight.detach().clone()
+    loss, items = train_step(model, criterion, images, targets, optimizer, scaler, ema=ema, step=False)
+    once = weight.grad.clone()
+    assert torch.equal(weight.detach(), before) and ema.updates == 0
+    assert not loss.requires_grad and items.shape == (3,) and torch.isfinite(loss)
+    again, _ = train_step(model, criterion, images, targets, optimizer, scaler, ema=ema, step=False, loss_gain=2.0)
+    assert torch.equal(again, loss)  # same batch, same weights: same loss, before the gain
+    assert torch.allclose(weight.grad, 3 * once, rtol=1e-4, atol=1e-7)  # 1x + 2x accumulated
+    train_step(model, criterion, images, targets, optimizer, scaler, ema=ema, step=True)
+    assert not torch.equal(weight.detach(), before) and weight.grad is None and ema.updates == 1
+
+
+def test_box_loss_saves_and_loads_its_state():
+    """Wise-IoU v3 keeps a running mean; a fresh loss loaded with the saved state gives the
+    same values as the trained one (composed losses carry each term's state)."""
+    pred = torch.tensor([[0.0, 0.0, 2.0, 2.0], [1.0, 1.0, 3.0, 4.0]])
+    target = torch.tensor([[0.5, 0.0, 2.0, 2.5], [1.0, 1.5, 3.0, 3.0]])
+    for name, params in (("wiou-v3", {"momentum": 0.5}), ("iou+0.5*wiou-v3", {})):
+        trained = losses.get_loss(name, **params)
+        for _ in range(3):
+            trained(pred, target)
+        trained.eval()  # evaluation reads the state without updating it
+        fresh = losses.get_loss(name, **params)
+        if params:  # the state matters
+            assert not torch.equal(fresh.eval()(pred, target), trained(pred, target))
+        fresh.load_state_dict(trained.state_dict(), "cpu")
+        assert torch.equal(fresh.eval()(pred, target), trained(pred, target)), name
+    assert losses.get_loss("sca").state_dict() == {}
+    with pytest.raises(ValueError, match="terms"):
+        losses.get_loss("iou+cd").load_state_dict({"terms": [{}]})
+
+
+def test_package_names_load_lazily():
+    """The config (a package name) loads without the trainer or torch; every name resolves."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, scabench.detectors as d; d.TrainConfig; "
+        "print('scabench.detectors.trainer' in sys.modules, 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]
+    import scabench.detectors as package
+    from scabench.detectors import trainer
+
+    assert package.train is trainer.train and "train_step" in dir(package)
+    assert all(getattr(package, name) is not None for name in package.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        package.nope  # noqa: B018
+
+
+def test_measure_speed_and_gpu_check_are_plain_functions(capsys):
+    from scabench.detectors.gpu_check import run_gpu_check
+    from scabench.detectors.speed import measure_speed
+
+    rows = measure_speed(iters=1, workers=0, train_size=32, quick=True)
+    assert [list(r) for r in rows] == [["case", "loader", "step", "loop", "loader/step", "loop/step", "load_average"]]
+    assert rows[0]["case"] == "yolov3-tiny x0.25 128px b32" and all(rows[0][k] > 0 for k in ("loader", "step", "loop"))
+    if not torch.cuda.is_available():
+        assert run_gpu_check(iters=1) == 2
+        assert "needs a GPU" in capsys.readouterr().err
+

@@ -75,7 +75,7 @@ simulate: {studies: [gradients]}
 
 
 def test_simulation_cells_take_study_losses_and_options():
-    from scabench.bench import simulate
+    from scabench.bench.studies.defaults import GRADIENT_LOSSES
 
     g = grid("""
 name: s
@@ -97,7 +97,7 @@ simulate:
     assert cc.labels["losses"] == ["iou+cd", "iou+center"] and cc.config["options"] == {"iterations": 30}
     assert grad.labels["losses"] == ["iou", "sca(alpha=0.5)"]
     default = expand(grid("name: d\nsimulate: {studies: [gradients]}\n"))[0]
-    assert default.labels["losses"] == list(simulate.GRADIENT_LOSSES)
+    assert default.labels["losses"] == list(GRADIENT_LOSSES)
     with pytest.raises(GridError) as info:
         grid("name: d\nsimulate:\n  studies:\n    gradients: {pointz: 5}\n")
     assert "g.yaml:4: simulate.studies.gradients.pointz: unknown option of gradients; allowed: losses, pairs_per_bin, bins" in str(info.value)
@@ -173,6 +173,18 @@ BAD = [
     ("name: b\nsimulate: {studies: [convergence, bogus]}\n", 2, "simulate.studies.bogus", "not allowed"),
     ("name: b\ndetectors: [yolov3-tiny]\n", 2, "detectors", "detectors need losses"),
     ("name: b\ndetectors: [yolov3-tiny\nlosses: [iou]\n", 3, None, "invalid YAML"),
+    # parameter types are checked by losses.get_loss, at load, at the key that is wrong
+    ("name: b\ndetectors: [yolov3-tiny]\nlosses:\n  - iou\n  - {name: sca, alpha: big}\n", 5, "losses[1].alpha",
+     "parameter alpha must be a finite number (float) like its default 1.0, got 'big' (str)"),
+    ("name: b\ndetectors: [yolov3-tiny]\nlosses:\n  - iou\n  - {name: sca, alpha: .nan}\n", 5, "losses[1].alpha",
+     "parameter alpha must be a finite number (float) like its default 1.0, got nan"),
+    ("name: b\nsimulate:\n  losses: [{name: sca, alpha: true}]\n", 3, "simulate.losses[0].alpha", "got True (bool)"),
+    # a cell's config is stored as JSON: every number is finite
+    ("name: b\ndetectors: [yolov3-tiny]\nlosses: [iou]\naxes:\n  hyp.lr0: [0.01, .inf]\n", 5, "axes.hyp.lr0[1]", "inf is not a finite number"),
+    ("name: b\ndetectors: [yolov3-tiny]\nlosses: [iou]\ntrain:\n  hyp: {lr0: .nan}\n", 5, "train.hyp.lr0", "nan is not a finite number"),
+    # one meaning of a device string, in every section that takes one
+    ("name: b\nsimulate: {device: gpu}\n", 2, "simulate.device", "device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
+    ("name: b\ndetectors: [yolov3-tiny]\nlosses: [iou]\ntrain: {device: 'cuda:x'}\n", 4, "train.device", "device must be auto"),
 ]
 
 
@@ -232,3 +244,59 @@ def test_a_missing_data_path_is_a_config_error_at_run_time(tmp_path, monkeypatch
     result = CliRunner().invoke(app, ["run", "--grid", str(path), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2
     assert f"{path}:2: data: '${{SCABENCH_TEST_COCO}}': no such file or folder" in result.stderr
+
+
+def test_a_bad_loss_parameter_exits_2_at_load_with_file_line_and_key(tmp_path):
+    from typer.testing import CliRunner
+
+    from scabench.bench.cli import app
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: b\ndetectors: [yolov3-tiny]\nlosses:\n  - iou\n  - {name: sca, alpha: big}\n")
+    result = CliRunner().invoke(app, ["run", "--grid", str(bad), "--out", str(tmp_path / "o"), "--dry-run"])
+    assert result.exit_code == 2, result.output
+    assert f"{bad}:5: losses[1].alpha: loss 'sca': parameter alpha must be a finite number" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr and not (tmp_path / "o").exists()
+
+
+def test_each_loss_entry_is_resolved_once_at_load(monkeypatch):
+    from scabench import losses
+
+    calls = []
+    real = losses.get_loss
+    monkeypatch.setattr(losses, "get_loss", lambda name, **params: calls.append(name) or real(name, **params))
+    grid("name: x\ndetectors: [yolov3-tiny, yolov3]\nlosses: [iou, {name: sca, alpha: 0.5}, iou+cd]\nseeds: [0, 1]\n")
+    assert calls == ["iou", "sca", "iou+cd"]  # not once per cell, nor once per check
+
+
+def test_a_command_expands_the_grid_once(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from scabench.bench import grid as grid_module
+    from scabench.bench.cli import app
+
+    calls = []
+    real = grid_module.training_cells
+    monkeypatch.setattr(grid_module, "training_cells", lambda g: calls.append(g) or real(g))
+    path = tmp_path / "quick.yaml"
+    path.write_text(QUICK)
+    result = CliRunner().invoke(app, ["run", "--grid", str(path), "--out", str(tmp_path / "o"), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert len(calls) == 1  # at load; the trainer check and the plan use the grid's cells
+    loaded = grid(QUICK)
+    assert expand(loaded) is expand(loaded) is loaded.cells
+
+
+def test_device_auto_in_simulate_runs_its_cells(tmp_path, monkeypatch):
+    """``simulate: {device: auto}`` validates and its cell runs (it failed every cell before)."""
+    from tests.test_runner import scabench
+
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\nsimulate:\n  device: auto\n  studies:\n    gradients: {pairs_per_bin: 5, bins: 3}\n")
+    (cell,) = expand(load_grid(path))
+    assert cell.runtime == {"device": "auto"}
+    out = tmp_path / "results"
+    result = scabench(["run", "--grid", str(path), "--out", str(out), "--no-report"], {"COLUMNS": "200"}, monkeypatch)
+    assert result.returncode == 0, result.stdout + result.stderr
+    record = json.loads((out / "cells" / cell.id / "record.json").read_text())
+    assert record["status"] == "done", record

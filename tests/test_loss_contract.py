@@ -14,9 +14,11 @@ from scabench.bench.contract import check_loss, random_pairs
 NAMES = losses.available()
 
 
+USER_FILE = Path(__file__).parent / "fixtures" / "my_losses.py"
+
+
 def invoke(args):
     return CliRunner().invoke(app, args, env={"COLUMNS": "200"})
-USER_FILE = Path(__file__).parent / "fixtures" / "my_losses.py"
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -17,8 +17,8 @@ import pandas as pd
 from scabench.bench.config import parse_grid
 from scabench.bench.grid import expand
 from scabench.bench.runner import prepare
-from scabench.bench.store import atomic_write_json
-from scabench.reports import tables
+from scabench.reports import loading, statistics, tables
+from scabench.results import atomic_write_json
 
 METRICS = ["AP", "AP50", "AP65", "AP75", "AP80", "AP90", "APs", "APm", "APl"]
 
@@ -37,10 +37,10 @@ def make_results(tmp_path: Path, text: str = ABLATION, *, values=None, unfinishe
     grid = parse_grid(text, tmp_path / "grid.yaml", check_trainer=False)
     cells = expand(grid)
     out = tmp_path / "results"
-    store = prepare(cells, out, grid)
+    folder = prepare(cells, out, grid)
     rng = np.random.default_rng(0)
     for i, cell in enumerate(cells):
-        path = store.cell_dir(cell.id)
+        path = folder.cell(cell.id).path
         metrics = values(cell) if values else {m: float(rng.uniform(0.1, 0.6)) for m in METRICS}
         lines = [json.dumps({"epoch": e, "AP": metrics["AP"] * e / epochs, "loss_box": 1 / e}) for e in range(1, epochs + 1)]
         if i == 0:  # a resumed epoch written twice (the last wins) and a torn last line
@@ -133,9 +133,9 @@ paper: true
 
 
 def test_paired_bootstrap_marks_consistent_gains():
-    mean, low, high = tables.paired_bootstrap([1.0, 1.0, 1.0])
+    mean, low, high = statistics.paired_bootstrap([1.0, 1.0, 1.0])
     assert (mean, low, high) == (1.0, 1.0, 1.0)
-    mean, low, high = tables.paired_bootstrap([-1.0, 1.0, 0.5, -0.5])
+    mean, low, high = statistics.paired_bootstrap([-1.0, 1.0, 0.5, -0.5])
     assert low < 0 < high and mean == 0.0
 
 
@@ -165,7 +165,7 @@ def test_latex_booktabs_bold_best_and_compiles_if_tex_exists(tmp_path):
     assert r"sca(alpha=0.5)" in latex and r"obj\_target" in latex
     # the best mean per column and block is bold: 6 metrics x 2 blocks (ties bold every best)
     assert body.count(r"\textbf{") >= 12
-    runs = tables.load_runs(out)
+    runs = loading.load_runs(out)
     for target, block in zip(("iou", "loss"), (rows[:3], rows[3:])):
         best = runs[runs["setting:obj_target"] == target].groupby("loss")["AP"].mean().idxmax()
         row = next(r for r in block if f"& {best} &" in r)
@@ -180,7 +180,7 @@ def test_latex_booktabs_bold_best_and_compiles_if_tex_exists(tmp_path):
 
 def test_epochs_keep_the_last_version_of_a_resumed_epoch(tmp_path):
     out = make_results(tmp_path)
-    epochs = tables.load_epochs(out)
+    epochs = loading.load_epochs(out)
     assert len(epochs) == 18 * 3
     assert (epochs.groupby("id")["epoch"].apply(list) == pd.Series([[1, 2, 3]] * 18, index=sorted(epochs["id"].unique()))).all()
     assert (epochs["AP"] >= 0).all()  # the first, overwritten version of epoch 1 (-1) is gone
@@ -189,7 +189,7 @@ def test_epochs_keep_the_last_version_of_a_resumed_epoch(tmp_path):
 
 def test_undefined_coco_metrics_are_blank_not_minus_100(tmp_path):
     out = make_results(tmp_path, values=lambda c: {**{m: 0.3 for m in METRICS}, "APl": -1.0})
-    runs = tables.load_runs(out)
+    runs = loading.load_runs(out)
     assert runs["APl"].isna().all() and (runs["AP"] == 30.0).all()
     assert "epoch" not in runs and "loss_box" not in runs
     text = tables.report(out, metrics=["AP", "APl"])
@@ -243,3 +243,40 @@ def test_report_and_plot_commands(tmp_path):
     assert bad.exit_code == 2 and "unknown metric" in bad.stderr
     missing = runner.invoke(app, ["report", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "no such results folder" in missing.stderr
+
+
+def test_a_broken_summary_is_listed_with_its_file_and_reason(tmp_path):
+    """Not silently dropped: the cell appears under the table, naming the file and what is wrong."""
+    out = make_results(tmp_path)
+    broken = sorted((out / "cells").iterdir())[3]
+    (broken / "summary.json").write_text('{"metrics": {"AP": 0.3')
+    text = tables.report(out)
+    assert text.count("| yolov3-tiny (w=0.25) |") == 6 + 4  # one seed fewer, every group still there
+    assert "Not in the table: 1 unfinished cell (1 broken)" in text
+    label = json.loads((broken / "config.json").read_text())["label"]
+    assert f"- {label} (broken: cells/{broken.name}/summary.json: not valid JSON" in text
+    assert len(loading.load_runs(out)) == 17
+    logged = []
+    from scabench.reports.figures import plot
+
+    plot(out, log=logged.append)
+    assert any(f"cells/{broken.name}/summary.json" in line for line in logged)
+
+
+NO_TORCH = """
+import sys
+from typer.testing import CliRunner
+import scabench.reports, scabench.reports.tables, scabench.reports.figures
+from scabench.bench.cli import app
+result = CliRunner().invoke(app, ["report", sys.argv[1]])
+assert result.exit_code == 0, result.output
+assert "| sca(alpha=0.5) |" in result.stdout, result.stdout
+print("torch" in sys.modules)
+"""
+
+
+def test_report_reads_results_without_torch(tmp_path):
+    out = make_results(tmp_path)
+    done = subprocess.run([sys.executable, "-P", "-c", NO_TORCH, str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "False"

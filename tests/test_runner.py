@@ -18,13 +18,16 @@ from pathlib import Path
 
 import pytest
 
-from scabench.bench.store import atomic_write_json, atomic_write_text, read_json, read_jsonl
+from scabench.results import atomic_write_json, atomic_write_text, read_json, read_jsonl
 
 HERE = Path(__file__).resolve()
 REPO = HERE.parents[1]
 FAKE = f"{HERE}:fake_cell"
 
 BASE_AP = {"iou": 0.40, "giou": 0.405, "diou": 0.402, "ciou": 0.403, "sca": 0.42}
+
+
+DEADLOCK_GUARD = 600.0  # seconds: only a hung test ever waits this long, however loaded the machine
 
 
 def _event(name: str, text: str) -> None:
@@ -34,8 +37,25 @@ def _event(name: str, text: str) -> None:
             handle.write(f"{name} {text}\n")
 
 
+def _count(path: str | Path, name: str) -> int:
+    try:
+        return sum(line.split(" ", 1)[0] == name for line in Path(path).read_text().splitlines())
+    except FileNotFoundError:
+        return 0
+
+
+def _barrier(parties: int) -> None:
+    """Wait until ``parties`` cells have started (a file barrier across the cell processes)."""
+    deadline = time.monotonic() + DEADLOCK_GUARD
+    while _count(os.environ["FAKE_EVENTS"], "start") < parties:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"barrier: fewer than {parties} cells ever ran at the same time")
+        time.sleep(0.01)
+
+
 def fake_cell(config: dict, runtime: dict, out_dir: Path) -> None:
-    """A trainer stand-in: FAKE_SLEEP s per epoch; FAKE_FAIL=<loss> fails; FAKE_KILL=<loss> dies."""
+    """A trainer stand-in: FAKE_SLEEP s per epoch; FAKE_FAIL=<loss> fails; FAKE_KILL=<loss> dies;
+    FAKE_BARRIER=<n>: no epoch runs before n cells have started."""
     out_dir = Path(out_dir)
     cell = out_dir.name
     if (out_dir / "summary.json").exists():
@@ -49,6 +69,8 @@ def fake_cell(config: dict, runtime: dict, out_dir: Path) -> None:
     rows = [r for r in read_jsonl(out_dir / "metrics.jsonl") if r.get("epoch", 0) <= done]
     atomic_write_text(out_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     _event("start", f"{cell} {done}")
+    if os.environ.get("FAKE_BARRIER"):
+        _barrier(int(os.environ["FAKE_BARRIER"]))
     base = BASE_AP.get(loss, 0.41) + 0.01 * seed
     for epoch in range(done + 1, epochs + 1):
         time.sleep(float(os.environ.get("FAKE_SLEEP", "0")))
@@ -90,7 +112,7 @@ def scabench(args: list[str], env: dict, monkeypatch) -> Result:
 
     from scabench.bench.cli import app
 
-    for key in ("FAKE_FAIL", "FAKE_KILL", "FAKE_SLEEP"):
+    for key in ("FAKE_FAIL", "FAKE_KILL", "FAKE_SLEEP", "FAKE_BARRIER"):
         monkeypatch.delenv(key, raising=False)
     for key, value in env.items():
         if os.environ.get(key) != value:
@@ -154,11 +176,21 @@ sys.exit(0 if run_grid(cells, sys.argv[2], progress=False, poll=0.05).ok else 1)
 """
 
 
+def _wait_for_epochs(tmp_path: Path, count: int, proc: subprocess.Popen) -> None:
+    """Until ``count`` epochs have been computed in all, or ``proc`` has exited."""
+    deadline = time.monotonic() + DEADLOCK_GUARD
+    while _count(tmp_path / "events.log", "epoch") < count and proc.poll() is None:
+        assert time.monotonic() < deadline, "no progress: the runner hangs"
+        time.sleep(0.01)
+
+
 def test_resume_after_kill_at_random_points(tmp_path, env):
     """kill -9 the runner at random moments; every cell ends exactly once, no row lost or doubled.
 
-    The runner is started without the CLI (which imports torch: seconds per start here) from
-    the expanded cells; killing it kills the cell process too (PR_SET_PDEATHSIG).
+    The moments are counted in work, not time: each kill falls after 1 to 3 more epochs have
+    been computed (then at a random point of the next epoch), so a slow machine kills at the same
+    places as a fast one. The runner is started without the CLI from the expanded cells;
+    killing it kills the cell process too (PR_SET_PDEATHSIG).
     """
     from scabench.bench.config import parse_grid
     from scabench.bench.grid import expand
@@ -168,21 +200,19 @@ def test_resume_after_kill_at_random_points(tmp_path, env):
     (tmp_path / "cells.json").write_text(json.dumps(cells))
     out = tmp_path / "out"
     args = [sys.executable, "-c", PARENT, str(tmp_path / "cells.json"), str(out)]
-    env = {**os.environ, **env, "FAKE_SLEEP": "0.06"}
+    env = {**os.environ, **env, "FAKE_SLEEP": "0.05"}
     rng = random.Random(5)
     kills = 0
-    for _ in range(12):
+    for _ in range(5):  # at most 15 of the 32 epochs: the runner never finishes before a kill
         proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.2, 1.5))
+        _wait_for_epochs(tmp_path, _count(tmp_path / "events.log", "epoch") + rng.randint(1, 3), proc)
+        time.sleep(rng.uniform(0.0, 0.05))  # somewhere in the next epoch (where does not matter)
         if proc.poll() is not None:
-            proc.wait()
             break  # finished on its own
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         kills += 1
-        if kills == 5:
-            break
-    final = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    final = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=DEADLOCK_GUARD)
     assert final.returncode == 0, final.stdout + final.stderr
     assert kills >= 2
 
@@ -201,14 +231,14 @@ def test_resume_after_kill_at_random_points(tmp_path, env):
     computed = sum(1 for e in log if e[0] == "epoch")
     assert 8 * 4 <= computed <= 8 * 4 + kills
 
-    from scabench.reports.tables import load_epochs, load_runs
+    from scabench.reports.loading import load_epochs, load_runs
 
     assert len(load_runs(out)) == 8
     assert len(load_epochs(out)) == 8 * 4
 
 
 def test_a_second_run_on_the_same_folder_is_refused(tmp_path, env, monkeypatch):
-    from scabench.bench.store import FileLock
+    from scabench.results import FileLock
 
     grid = write_grid(tmp_path)
     out = tmp_path / "out"
@@ -258,21 +288,22 @@ def test_run_cell_repairs_a_record_when_the_summary_exists(tmp_path):
     """A kill between summary.json and record.json: the summary wins, nothing reruns."""
     from scabench.bench.config import parse_grid
     from scabench.bench.grid import expand
-    from scabench.bench.runner import prepare, run_cell
+    from scabench.bench.cell import run_cell
+    from scabench.bench.runner import prepare
 
     grid = parse_grid(GRID.format(losses="iou", seeds="0", epochs=2), tmp_path / "g.yaml", check_trainer=False)
     cells = expand(grid)
-    store = prepare(cells, tmp_path / "out", grid)
-    path = store.cell_dir(cells[0].id)
+    folder = prepare(cells, tmp_path / "out", grid)
+    path = folder.cell(cells[0].id).path
     atomic_write_json(path / "record.json", {"status": "running"})
     atomic_write_json(path / "summary.json", {"metrics": {"AP": 0.5}})
-    assert store.state(cells[0].id).status == "done"
+    assert folder.cell(cells[0].id).state().status == "done"
     assert run_cell(path) == "done"
     assert read_json(path / "record.json")["status"] == "done"
 
 
 def test_cell_state_reads_a_dead_running_record_as_interrupted(tmp_path):
-    from scabench.bench.store import FileLock, cell_state
+    from scabench.results import FileLock, cell_state
 
     path = tmp_path / "cell"
     path.mkdir()
@@ -284,10 +315,14 @@ def test_cell_state_reads_a_dead_running_record_as_interrupted(tmp_path):
 
 
 def test_one_cell_per_gpu_with_several_gpus(tmp_path, env, monkeypatch):
-    """--gpus 0,1: two cells at a time, each masked to its GPU (no GPU needed: the fake ignores it)."""
+    """--gpus 0,1: two cells at a time, each masked to its GPU (no GPU needed: the fake ignores it).
+
+    A barrier holds the first cell until a second one has started: run one at a time, the cells
+    would wait at it (and fail at the deadlock guard) instead of passing on a fast machine only.
+    """
     grid = write_grid(tmp_path, losses="iou, giou, diou, sca", epochs=4)
     out = tmp_path / "out"
-    result = scabench(["run", "--grid", str(grid), "--out", str(out), "--gpus", "0,1", "--no-report"], {**env, "FAKE_SLEEP": "0.15"}, monkeypatch)
+    result = scabench(["run", "--grid", str(grid), "--out", str(out), "--gpus", "0,1", "--no-report"], {**env, "FAKE_BARRIER": "2"}, monkeypatch)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "grid (2 slots)" in result.stderr
     placed = [read_json(p / "summary.json")["placed"] for p in cell_dirs(out)]
@@ -298,17 +333,45 @@ def test_one_cell_per_gpu_with_several_gpus(tmp_path, env, monkeypatch):
 
 
 def test_slots_and_commands():
+    from scabench.bench.cell import cell_command
     from scabench.bench.grid import Cell
-    from scabench.bench.runner import _slots, cell_command
+    from scabench.bench.local_executor import slots
 
     auto = [Cell("train", {"loss": "iou"}, {"device": None}, {})]
     cpu = [Cell("train", {"loss": "iou"}, {"device": "cpu"}, {})]
     pinned = [Cell("train", {"loss": "iou"}, {"device": "cuda:1"}, {})]
-    assert _slots(auto, [0, 1, 2, 3], 1) == [(0,), (1,), (2,), (3,)]
-    assert _slots(auto, [0, 1, 2, 3, 4], 2) == [(0, 1), (2, 3)]
-    assert _slots(cpu, [0, 1], 1) == [None]
-    assert _slots(pinned, [0, 1], 1) == [None]  # an explicit cuda:N runs unmasked, in order
+    assert slots(auto, [0, 1, 2, 3], 1) == [(0,), (1,), (2,), (3,)]
+    assert slots(auto, [0, 1, 2, 3, 4], 2) == [(0, 1), (2, 3)]
+    assert slots(cpu, [0, 1], 1) == [None]
+    assert slots(pinned, [0, 1], 1) == [None]  # an explicit cuda:N runs unmasked, in order
     ddp = cell_command(Path("/r/cells/abc"), "cuda", 4)
     assert ddp[1:6] == ["-P", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
     assert ddp[-5:] == ["-m", "scabench.bench.runner", "/r/cells/abc", "--device", "cuda"]
     assert cell_command(Path("/r/c"), None) == [sys.executable, "-P", "-m", "scabench.bench.runner", "/r/c"]
+
+
+def test_a_broken_file_is_named_on_a_rerun_and_the_cell_runs_again(tmp_path, env, monkeypatch):
+    """A torn summary.json and a torn record.json: `scabench run` names each file and what is
+    wrong (no bare JSONDecodeError), sets them aside and runs those cells again."""
+    grid = write_grid(tmp_path, losses="iou, giou, sca")
+    out = tmp_path / "out"
+    first = scabench(["run", "--grid", str(grid), "--out", str(out), "--no-report"], env, monkeypatch)
+    assert first.returncode == 0, first.stdout + first.stderr
+    torn_summary, torn_record, intact = cell_dirs(out)
+    (torn_summary / "summary.json").write_text('{"config": {"loss": "iou"')
+    (torn_record / "record.json").write_text("")
+    again = scabench(["run", "--grid", str(grid), "--out", str(out), "--no-report"], env, monkeypatch)
+    assert again.returncode == 0, again.stdout + again.stderr
+    said = " ".join(again.stderr.split())  # rich wraps long lines
+    assert f"{torn_summary / 'summary.json'}: not valid JSON" in said
+    assert f"{torn_record / 'record.json'}: empty file" in said
+    assert "JSONDecodeError" not in again.stdout + again.stderr and "Traceback" not in again.stderr
+    assert "1 done before" in again.stdout
+    for path in (torn_summary, torn_record):
+        assert read_json(path / "summary.json")["epochs"] == 3  # readable again
+        assert read_json(path / "record.json")["status"] == "done"
+    assert (torn_summary / "summary.json.broken").read_text() == '{"config": {"loss": "iou"'
+    (repaired,) = read_json(torn_summary / "record.json")["attempts"][-1]["repaired"]
+    assert repaired.startswith("summary.json was broken (not valid JSON (Expecting ")
+    assert repaired.endswith("): set aside as summary.json.broken, the cell runs again")
+    assert not (intact / "summary.json.broken").exists()

@@ -1,4 +1,4 @@
-"""The synthetic-box studies (bench/simulate.py), at reduced scale.
+"""The synthetic-box studies (bench/studies/), at reduced scale.
 
 The convergence study is checked against a plain-autograd reference loop written out below
 (flat layout, one case per row, nothing shared with the study's code but the losses), in
@@ -8,7 +8,11 @@ computed by a reference are derived by hand in the test's docstring.
 
 from __future__ import annotations
 
+import inspect
 import math
+import os
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -17,11 +21,14 @@ import torch
 from typer.testing import CliRunner
 
 from scabench import losses
-from scabench.bench import simulate as S
+from scabench.bench import studies as S
+from scabench.bench.studies import defaults as D
+from scabench.bench.studies import engine
+from scabench.bench.studies import kernel as K
 from scabench.losses.iou import box_iou_pairwise
 
 FIVE = ("iou", "giou", "diou", "ciou", "sca")
-needs_kernel = pytest.mark.skipif(S._compiler() is None, reason="no C compiler for the fused kernel")
+needs_kernel = pytest.mark.skipif(K.find_compiler() is None, reason="no C compiler for the fused kernel")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -57,7 +64,7 @@ def reference_point_errors(name: str, points: int, iterations: int, seed: int = 
         return (b - goal).abs().sum(-1).view(points, -1).sum(-1)
 
     out = [point_error(box)]
-    for eta in S.schedule_rates(S.DEFAULT_SCHEDULE, iterations):
+    for eta in S.schedule_rates(D.SCHEDULE, iterations):
         b = box.clone().requires_grad_(True)
         pred = torch.stack((b[:, 0] - b[:, 2] / 2, b[:, 1] - b[:, 3] / 2, b[:, 0] + b[:, 2] / 2, b[:, 1] + b[:, 3] / 2), -1)
         (grad,) = torch.autograd.grad(loss(pred, target).sum(), b)
@@ -130,7 +137,7 @@ def test_iou_stalls_while_diou_and_ciou_converge():
     cases = S.convergence_cases(2, 0)
     state = cases.start_state().requires_grad_(True)
     target = cases.target_boxes()
-    pred = S.xywh_to_xyxy(state)
+    pred = S.state_to_xyxy(state)
     (grad,) = torch.autograd.grad(losses.get_loss("iou")(pred, target).sum(), state)
     disjoint = box_iou_pairwise(pred.detach(), target) == 0
     assert bool(disjoint.any()) and bool((grad[:, disjoint] == 0).all())
@@ -143,11 +150,11 @@ def test_fast_path_equals_the_reference_loop(name):
     points, steps = 3, 25
     reference = reference_point_errors(name, points, steps)
     cases = S.convergence_cases(points, 0)
-    rates = S.schedule_rates(S.DEFAULT_SCHEDULE, steps)
+    rates = S.schedule_rates(D.SCHEDULE, steps)
     loss = losses.get_loss(name)
-    kernel64 = S._run_kernel(loss, cases, rates, dtype=torch.float64, threads=2)
-    generic = S._run_autograd(loss, cases, rates, dtype=torch.float64, device=torch.device("cpu"))
-    kernel32 = S._run_kernel(loss, cases, rates, dtype=torch.float32, threads=1)
+    kernel64 = K.run_kernel(loss, cases, rates, dtype=torch.float64, threads=2)
+    generic = engine.run_autograd(loss, cases, rates, dtype=torch.float64, device=torch.device("cpu"))
+    kernel32 = K.run_kernel(loss, cases, rates, dtype=torch.float32, threads=1)
     e0 = reference[:, 0].sum()
     # One step: the gradients themselves agree to rounding.
     np.testing.assert_allclose(kernel64[:, 1], reference[:, 1], rtol=1e-12)
@@ -200,20 +207,21 @@ def test_deterministic_for_a_seed():
 
 
 def test_without_a_compiler_auto_falls_back_to_autograd(monkeypatch, tmp_path):
-    monkeypatch.setattr(S, "_KERNELS", {})
-    monkeypatch.setattr(S, "_compiler", lambda: None)
-    with pytest.raises(S.KernelUnavailable):
-        S.load_kernel(torch.float32, tmp_path)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        result = S.simulate_convergence(["iou"], points=1, iterations=2)
+    monkeypatch.setattr(K, "find_compiler", lambda: None)
+    with K.kernel_cache(tmp_path):
+        K.unload_kernels()
+        with pytest.raises(S.KernelUnavailable):
+            K.load_kernel(torch.float32, tmp_path)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = S.simulate_convergence(["iou"], points=1, iterations=2)
     assert result.engines == {"iou": "autograd"}
     assert any("autograd" in str(w.message) for w in caught)
 
 
 def test_schedule():
-    assert S.parse_schedule(S.DEFAULT_SCHEDULE) == [(0.1, 160), (0.01, 180), (0.001, None)]
-    rates = S.schedule_rates(S.DEFAULT_SCHEDULE, 200)
+    assert S.parse_schedule(D.SCHEDULE) == [(0.1, 160), (0.01, 180), (0.001, None)]
+    rates = S.schedule_rates(D.SCHEDULE, 200)
     assert rates[0] == rates[159] == 0.1 and rates[160] == rates[179] == 0.01 and rates[180] == rates[-1] == 0.001
     assert S.schedule_rates("0.1", 3) == [0.1] * 3
     assert S.schedule_rates("0.5:1,0.2", 3) == [0.5, 0.2, 0.2]
@@ -355,3 +363,96 @@ def test_cli_usage_errors_and_a_run(tmp_path):
     )
     assert ok.exit_code == 0, ok.output
     assert (tmp_path / "gradients.csv").read_text().startswith("loss,iou,grad_norm,n\n")
+
+
+# --------------------------------------------------------------------------------------
+# the kernel's gate, its cache, the timing harness, defaults without torch
+
+
+def test_the_kernel_gate_is_the_registered_function(tmp_path):
+    """The kernel runs a loss whose function is one of the five it implements (``KERNEL_IDS``),
+    by whatever name it is reached (``module:function`` included); a user function that merely
+    calls a built-in, a composition and any other loss take autograd."""
+    for name in FIVE:
+        assert K.kernel_id(losses.get_loss(name)) == name
+    assert K.kernel_id(losses.get_loss("sca", alpha=0.5)) == "sca"
+    assert K.kernel_id(losses.get_loss("scabench.losses.iou:diou_loss")) == "diou"
+    wrapper = tmp_path / "wrapped_iou.py"
+    wrapper.write_text(
+        "from scabench.losses.iou import iou_loss\n\n"
+        "def iou(pred, target, *, eps=1e-7):\n    return iou_loss(pred, target, eps=eps)\n"
+    )
+    for other in ("iou+cd", "eiou", f"{wrapper}:iou"):
+        assert K.kernel_id(losses.get_loss(other)) is None, other
+        assert "no fused kernel" in K.kernel_supports(losses.get_loss(other), torch.device("cpu"))
+    assert "CPU only" in K.kernel_supports(losses.get_loss("iou"), torch.device("meta"))
+    result = S.simulate_convergence([f"{wrapper}:iou"], points=1, iterations=2)
+    assert set(result.engines.values()) == {"autograd"}
+
+
+@needs_kernel
+def test_kernel_source_is_a_c_file_and_its_cache_is_restored(tmp_path):
+    """``kernel.c`` beside the module is what gets compiled: into the folder ``kernel_cache``
+    names, with the process's loaded kernels and ``SCABENCH_CACHE_DIR`` as before afterwards."""
+    assert K.KERNEL_SOURCE.suffix == ".c" and "void sim_ciou(" in K.KERNEL_SOURCE.read_text()
+    before = K.load_kernel(torch.float64)
+    saved_env = os.environ.get("SCABENCH_CACHE_DIR")
+    with K.kernel_cache(tmp_path):
+        K.unload_kernels()
+        built = K.load_kernel(torch.float64)
+        assert built.path.parent == tmp_path / "kernels" and built.compile_seconds > 0
+        assert K.load_kernel(torch.float64) is built
+    assert K.load_kernel(torch.float64) is before
+    assert os.environ.get("SCABENCH_CACHE_DIR") == saved_env
+
+
+@needs_kernel
+def test_benchmark_times_a_fresh_and_a_cached_phase():
+    table, totals = S.benchmark(["giou", "eiou"], points=2, iterations=3, dtype="float64")
+    assert list(table.columns) == list(S.TIMING_COLUMNS)
+    assert table[["phase", "loss", "engine"]].values.tolist() == [
+        ["fresh", "giou", "kernel"], ["fresh", "eiou", "autograd"],
+        ["cached", "giou", "kernel"], ["cached", "eiou", "autograd"],
+    ]
+    assert totals["fresh_compile"] > 0 and totals["cached_compile"] == 0
+    assert (table["ratio_to_floor"] > 0).all() and (table["E_final"] < table["E0"]).all()
+    # the same numbers in both phases: the cached library is the fresh one
+    fresh, cached = (table[table["phase"] == p].reset_index(drop=True) for p in ("fresh", "cached"))
+    assert fresh["E_final"].tolist() == cached["E_final"].tolist()
+
+
+@needs_kernel
+def test_cli_bench_prints_the_timing_table():
+    from scabench.bench.cli import app
+
+    result = CliRunner().invoke(
+        app, ["simulate", "bench", "--losses", "giou", "--points", "2", "--iterations", "4", "--cached-only"],
+        env={"COLUMNS": "200"},
+    )
+    assert result.exit_code == 0, result.output
+    assert "x floor" in result.output and "giou" in result.output and "kernel" in result.output
+    assert "cached:" in result.output and "fresh:" not in result.output
+    assert CliRunner().invoke(app, ["simulate", "bench", "--losses", "nope"]).exit_code == 2
+
+
+def test_device_has_the_one_meaning():
+    """``auto | cpu | cuda[:N]`` as everywhere (scabench.devices): ``auto`` runs, a misspelling
+    is a ValueError naming the choices."""
+    result = S.simulate_convergence(["iou"], points=1, iterations=2, device="auto", engine="autograd")
+    assert result.cases == 343
+    with pytest.raises(ValueError, match="auto, cpu, cuda"):
+        S.simulate_gradients(["iou"], pairs_per_bin=2, bins=2, device="gpu")
+
+
+def test_the_defaults_load_without_torch():
+    """The CLI's defaults are the studies' own (``studies.defaults``), readable without torch,
+    so that ``scabench --help`` stays fast; the study functions take the same ones."""
+    code = (
+        "import sys; import scabench.bench.cli_simulate, scabench.bench.studies.defaults; "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+    params = inspect.signature(S.simulate_convergence).parameters
+    assert (params["points"].default, params["iterations"].default) == (D.POINTS, D.ITERATIONS)
+    assert inspect.signature(S.simulate_corner_center).parameters["lr"].default == D.CORNER_CENTER_LR

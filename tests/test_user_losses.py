@@ -66,3 +66,26 @@ def test_entry_point_losses_are_registered(tmp_path, monkeypatch):
     torch.testing.assert_close(value, torch.tensor([2.0]))
     assert losses.spec("half-l1").reference == "ep_losses:half_l1"
     sys.modules.pop("ep_losses", None)
+
+
+def test_parameter_values_must_have_their_defaults_type(tmp_path):
+    message = r"loss 'sca': parameter alpha must be a finite number \(float\) like its default 1.0, got 'big' \(str\)"
+    with pytest.raises(ValueError, match=message):
+        losses.get_loss("sca", alpha="big")
+    for bad in (float("nan"), float("inf"), True, [1.0]):
+        with pytest.raises(ValueError, match="parameter alpha must be a finite number"):
+            losses.get_loss("sca", alpha=bad)
+    assert losses.get_loss("sca", alpha=2).params == {"alpha": 2}  # an int is a number
+
+    (tmp_path / "typed.py").write_text(
+        "def typed(pred, target, *, n: int = 2, flag: bool = False, mode: str = 'sum', extra=None):\n"
+        "    '''L1 with parameters of every kind'''\n"
+        "    return (pred - target).abs().sum(-1)\n"
+    )
+    typed = f"{tmp_path / 'typed.py'}:typed"
+    given = {"n": 3, "flag": True, "mode": "mean", "extra": {"anything": "goes"}}
+    assert losses.get_loss(typed, **given).params == given
+    refused = [("n", 2.5, "an integer"), ("n", False, "an integer"), ("flag", 1, "True or False"), ("mode", 3, "a str")]
+    for key, value, expected in refused:
+        with pytest.raises(ValueError, match=rf"parameter {key} must be {expected}.*got {value!r}"):
+            losses.get_loss(typed, **{key: value})

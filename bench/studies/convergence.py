@@ -1,0 +1,146 @@
+"""The convergence study: the DIoU paper's 1,715,000-case simulation, E(t) per loss.
+
+Protocol and schedule: :mod:`scabench.bench.studies.protocol`. E(t) = sum over cases of
+|dx| + |dy| + |dw| + |dh| after step t (t = 0 is the start); the state is float32 by default
+(``dtype="float64"`` on request), sums are float64. Every step uses the *exact* gradient of
+the chosen loss. Where the MATLAB code (``Zzh-tju/DIoU``, ``simulation experiment/``) differs
+from exact gradients: ``In.m``/``dUbox.m`` keep the intersection unclamped, so for disjoint
+boxes GIoU's union and its gradient are wrong (with that union our GIoU stalls at ~0.22 E(0),
+as the paper's GIoU curve does; with the exact one it converges); ``to_xywh.m`` takes
+dL/dw = dL/dr - dL/dl (twice the chain rule's); ``dDIOU.m`` flips the sign of the
+enclosing-box term and mixes the width and height derivatives; ``dCIOU.m`` drops the
+1/(w^2 + h^2) of the aspect term's gradient (as the CIoU paper recommends).
+
+Engines: ``autograd`` (:mod:`~scabench.bench.studies.engine`, any loss, any device) and
+``kernel`` (:mod:`~scabench.bench.studies.kernel`, the built-in five on the CPU); ``auto``
+takes the kernel where it applies.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from scabench import losses as loss_zoo
+from scabench.bench.studies import kernel as fused
+from scabench.bench.studies.defaults import (
+    CONVERGENCE_LOSSES, DEVICE, DTYPE, ENGINE, ENGINES, ITERATIONS, POINTS, SCHEDULE, SEED,
+)
+from scabench.bench.studies.engine import run_autograd
+from scabench.bench.studies.inputs import LossSpecs, ProgressFn, as_device, as_dtype, positive, resolve_losses
+from scabench.bench.studies.protocol import Schedule, convergence_cases, schedule_rates
+
+
+@dataclass
+class ConvergenceResult:
+    """What :func:`simulate_convergence` computed.
+
+    ``curves``: loss, iteration, error (E(t), t = 0 .. T); ``by_point``: loss, x, y, error
+    (final error summed over the point's 343 cases); ``engines``: loss -> engine used;
+    ``seconds``: loss -> wall seconds of its regression (kernel compile not included);
+    ``cpu_seconds``: the same in CPU seconds of this process (all threads; on a shared
+    machine, cpu_seconds / threads is what the wall time would be with the cores to itself);
+    ``compile_seconds``: time spent compiling the kernel in this call (0 when cached).
+    """
+
+    curves: pd.DataFrame
+    by_point: pd.DataFrame
+    cases: int
+    points: int
+    iterations: int
+    engines: dict[str, str] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
+    compile_seconds: float = 0.0
+
+
+def _plan(losses: LossSpecs, engine: str, device: torch.device) -> dict[str, tuple[loss_zoo.BoxLoss, str]]:
+    """label -> (loss, engine it runs on); ValueError if ``engine="kernel"`` cannot run one."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    plans = {}
+    for ref in resolve_losses(losses):
+        loss = ref.build()
+        reason = fused.kernel_supports(loss, device) if engine != "autograd" else "autograd asked for"
+        if engine == "kernel" and reason:
+            raise ValueError(f"engine 'kernel' cannot run {ref.label!r}: {reason}")
+        plans[ref.label] = (loss, "autograd" if reason else "kernel")
+    return plans
+
+
+def _load_kernel_for(plans: dict[str, tuple[loss_zoo.BoxLoss, str]], dtype: torch.dtype, engine: str) -> float:
+    """Load the kernel if a plan needs it; returns the compile seconds (0 when cached).
+
+    Under ``auto`` a kernel that cannot be built turns those plans to autograd, with a warning.
+    """
+    if not any(kind == "kernel" for _, kind in plans.values()):
+        return 0.0
+    try:
+        kernel = fused.load_kernel(dtype)
+    except fused.KernelUnavailable as error:
+        if engine == "kernel":
+            raise
+        warnings.warn(f"fused kernel unavailable, using autograd: {error}", RuntimeWarning, stacklevel=3)
+        plans.update({label: (loss, "autograd") for label, (loss, _) in plans.items()})
+        return 0.0
+    seconds, kernel.compile_seconds = kernel.compile_seconds, 0.0  # counted once per process
+    return seconds
+
+
+def simulate_convergence(
+    losses: LossSpecs = CONVERGENCE_LOSSES,
+    *,
+    points: int = POINTS,
+    iterations: int = ITERATIONS,
+    schedule: Schedule = SCHEDULE,
+    seed: int = SEED,
+    device: str | torch.device = DEVICE,
+    dtype: str | torch.dtype = DTYPE,
+    engine: str = ENGINE,
+    threads: int | None = None,
+    progress: ProgressFn | None = None,
+) -> ConvergenceResult:
+    """Run the DIoU convergence protocol for each loss (see the module docstring).
+
+    ``engine``: ``"auto"`` (the fused kernel where it applies, else autograd), ``"kernel"``
+    (fail if it cannot be used) or ``"autograd"`` (plain autograd for every loss). The state
+    is kept in ``dtype`` (float32 by default); error sums are always accumulated in float64.
+    ``threads``: the kernel's CPU threads (default: torch's).
+    """
+    points = positive("points", points)
+    iterations = positive("iterations", iterations)
+    rates = schedule_rates(schedule, iterations)
+    dev, dt = as_device(device), as_dtype(dtype)
+    threads = positive("threads", threads) if threads is not None else max(1, torch.get_num_threads())
+    plans = _plan(losses, engine, dev)
+    cases = convergence_cases(points, seed)
+    compile_seconds = _load_kernel_for(plans, dt, engine)
+
+    curves, maps, seconds, cpu_seconds, engines = [], [], {}, {}, {}
+    xy = cases.points.numpy()
+    for label, (loss, kind) in plans.items():
+        start, cpu_start = time.perf_counter(), time.process_time()
+        if kind == "kernel":
+            per_point = fused.run_kernel(loss, cases, rates, dtype=dt, threads=threads, progress=progress, label=label)
+        else:
+            per_point = run_autograd(loss, cases, rates, dtype=dt, device=dev, progress=progress, label=label)
+        seconds[label], engines[label] = time.perf_counter() - start, kind
+        cpu_seconds[label] = time.process_time() - cpu_start
+        curves.append(pd.DataFrame({"loss": label, "iteration": np.arange(iterations + 1), "error": per_point.sum(0)}))
+        maps.append(pd.DataFrame({"loss": label, "x": xy[:, 0], "y": xy[:, 1], "error": per_point[:, -1]}))
+    return ConvergenceResult(
+        curves=pd.concat(curves, ignore_index=True),
+        by_point=pd.concat(maps, ignore_index=True),
+        cases=cases.n_cases,
+        points=points,
+        iterations=iterations,
+        engines=engines,
+        seconds=seconds,
+        cpu_seconds=cpu_seconds,
+        compile_seconds=compile_seconds,
+    )
