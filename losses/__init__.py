@@ -1,6 +1,6 @@
 """scabench's loss zoo: box-regression losses on xyxy boxes, one value per box.
 
-    >>> import losses
+    >>> from scabench import losses
     >>> loss = losses.get_loss("sca", alpha=1.0)
     >>> loss(pred, target)            # Tensor[...], no reduction
     >>> loss.similarity(pred, target) # the objectness target a detector uses
