@@ -90,6 +90,11 @@ class TrainConfig(BaseModel):
     amp: bool = Field(True, description="mixed precision on CUDA (the box loss stays float32)")
     workers: int = Field(2, ge=0, le=64)
     hyp: dict[str, float] = Field(default_factory=dict, description="overrides of hyp.scratch")
+    optimizer: Literal["sgd", "adamw"] = Field(
+        "sgd", description="sgd: nesterov SGD (the reference); adamw: AdamW with betas (momentum, 0.999), as ultralytics picks for short runs"
+    )
+    close_mosaic: int = Field(0, ge=0, description="last epochs trained without mosaic (ultralytics' close_mosaic; 0: mosaic throughout, as the paper)")
+    val_interval: int = Field(1, ge=1, description="validate every N epochs (rows in between carry no AP); the final summary is always evaluated")
     bad_data: Literal["error", "skip"] = "error"
 
     @field_validator("img_size")

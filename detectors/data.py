@@ -255,12 +255,12 @@ class TrainSet(torch.utils.data.Dataset):
         img, (left, top) = augment.letterbox(img, self.img_size)
         return img, boxes + np.array([left, top, left, top], np.float32), classes
 
-    def _sample(self, i: int, rng: np.random.Generator):
+    def _sample(self, i: int, rng: np.random.Generator, mosaic: bool = True):
         hyp = self.hyp
         if not self.augment:
             img, boxes, classes = self._one(i, rng)
             return np.asarray(img), boxes, classes
-        if rng.random() < hyp["mosaic"]:
+        if rng.random() < hyp["mosaic"] and mosaic:  # drawn either way: closing mosaic keeps the stream
             img, boxes, classes = self._mosaic(i, rng)
         else:
             img, boxes, classes = self._one(i, rng)
@@ -268,11 +268,12 @@ class TrainSet(torch.utils.data.Dataset):
         return np.asarray(img), boxes, classes
 
     def __getitem__(self, key):
-        i, seed = key if isinstance(key, tuple) else (key, 0)
+        """``key``: an index, ``(index, seed)`` or ``(index, seed, mosaic)`` (mosaic and mixup off when closed)."""
+        i, seed, mosaic = (*key, True)[:3] if isinstance(key, tuple) else (key, 0, True)
         rng = np.random.default_rng([seed, i])
-        arr, boxes, classes = self._sample(i, rng)
+        arr, boxes, classes = self._sample(i, rng, mosaic)
         if self.augment:
-            if self.hyp["mixup"] and rng.random() < self.hyp["mixup"]:
+            if self.hyp["mixup"] and rng.random() < self.hyp["mixup"] and mosaic:
                 other = self._sample(int(rng.integers(0, len(self))), rng)
                 arr, boxes, classes = augment.mixup((arr, boxes, classes), other, rng)
             chw = augment.augment_hsv(arr, rng, self.hyp["hsv_h"], self.hyp["hsv_s"], self.hyp["hsv_v"])
@@ -323,14 +324,16 @@ def collate_val(batch):
 
 
 class EpochSampler(torch.utils.data.Sampler):
-    """Shuffles with a generator seeded by (seed, epoch) and yields ``(index, sample_seed)``.
+    """Shuffles with a generator seeded by (seed, epoch) and yields ``(index, sample_seed, mosaic)``.
 
     Each process of a DDP run takes every ``world``-th index (the order padded to a multiple of
     ``world``). Resuming at an epoch replays exactly the samples an uninterrupted run would see.
+    ``mosaic`` is False from epoch ``close_mosaic_at`` on (ultralytics' close_mosaic).
     """
 
-    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1, shuffle: bool = True):
+    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1, shuffle: bool = True, close_mosaic_at: int | None = None):
         self.n, self.seed, self.rank, self.world, self.shuffle = n, seed, rank, world, shuffle
+        self.close_mosaic_at = close_mosaic_at
         self.epoch = 0
         self.per_rank = math.ceil(n / world)
 
@@ -340,7 +343,7 @@ class EpochSampler(torch.utils.data.Sampler):
     def __len__(self) -> int:
         return self.per_rank
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
+    def __iter__(self) -> Iterator[tuple[int, int, bool]]:
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
             order = torch.randperm(self.n, generator=g).tolist()
@@ -348,8 +351,9 @@ class EpochSampler(torch.utils.data.Sampler):
             order = list(range(self.n))
         order += order[: self.per_rank * self.world - self.n]
         sample_seed = self.seed * 1000003 + self.epoch * 7919 + 1
+        mosaic = self.close_mosaic_at is None or self.epoch < self.close_mosaic_at
         for i in order[self.rank :: self.world]:
-            yield (i, sample_seed)
+            yield (i, sample_seed, mosaic)
 
 
 # --------------------------------------------------------------------------------------
@@ -357,14 +361,17 @@ class EpochSampler(torch.utils.data.Sampler):
 
 
 def train_loader(
-    store: ImageStore, hyp: dict, batch_size: int, *, seed: int = 0, rank: int = 0, world: int = 1, workers: int = 0, **loader_kw
+    store: ImageStore, hyp: dict, batch_size: int, *, seed: int = 0, rank: int = 0, world: int = 1, workers: int = 0,
+    close_mosaic_at: int | None = None, **loader_kw,
 ) -> torch.utils.data.DataLoader:
     """Augmented, seeded training batches (``collate_train``); call ``loader.sampler.set_epoch(e)``.
 
-    ``loader_kw`` go to the DataLoader (``pin_memory``, ``prefetch_factor``, ``drop_last``).
+    ``close_mosaic_at``: the first epoch without mosaic (and mixup). ``loader_kw`` go to the
+    DataLoader (``pin_memory``, ``prefetch_factor``, ``drop_last``).
     """
+    sampler = EpochSampler(len(store), seed, rank, world, close_mosaic_at=close_mosaic_at)
     return torch.utils.data.DataLoader(
-        TrainSet(store, store.img_size, hyp), batch_size=batch_size, sampler=EpochSampler(len(store), seed, rank, world),
+        TrainSet(store, store.img_size, hyp), batch_size=batch_size, sampler=sampler,
         collate_fn=collate_train, num_workers=workers, persistent_workers=workers > 0, **loader_kw,
     )  # fmt: skip
 

@@ -49,7 +49,7 @@ def warmup(optimizer: torch.optim.Optimizer, ni: int, nw: int, lr_epoch: float, 
     x = [0, nw]
     for j, g in enumerate(optimizer.param_groups):
         g["lr"] = float(np.interp(ni, x, [hyp["warmup_bias_lr"] if j == 2 else 0.0, lr_epoch]))
-        g["momentum"] = float(np.interp(ni, x, [hyp["warmup_momentum"], hyp["momentum"]]))
+        set_momentum(g, float(np.interp(ni, x, [hyp["warmup_momentum"], hyp["momentum"]])))
     return max(1, int(np.interp(ni, x, [1, accumulate_final]).round()))
 
 
@@ -70,12 +70,32 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def sgd(model: nn.Module, hyp: dict, weight_decay: float) -> torch.optim.SGD:
-    """The reference optimizer: nesterov SGD over :func:`parameter_groups` at ``lr0``."""
-    optimizer = torch.optim.SGD(parameter_groups(model, weight_decay), lr=hyp["lr0"], momentum=hyp["momentum"], nesterov=True)
+def set_momentum(group: dict, momentum: float) -> None:
+    """SGD's momentum, or AdamW's first beta (ultralytics warms both up the same way)."""
+    if "betas" in group:
+        group["betas"] = (momentum, group["betas"][1])
+    else:
+        group["momentum"] = momentum
+
+
+def make_optimizer(name: str, model: nn.Module, hyp: dict, weight_decay: float) -> torch.optim.Optimizer:
+    """``sgd``: the reference, nesterov SGD at ``lr0``; ``adamw``: AdamW at ``lr0`` with betas
+    (``momentum``, 0.999), what ultralytics picks for short runs. Both over :func:`parameter_groups`."""
+    groups = parameter_groups(model, weight_decay)
+    if name == "sgd":
+        optimizer = torch.optim.SGD(groups, lr=hyp["lr0"], momentum=hyp["momentum"], nesterov=True)
+    elif name == "adamw":
+        optimizer = torch.optim.AdamW(groups, lr=hyp["lr0"], betas=(hyp["momentum"], 0.999), weight_decay=0.0)
+    else:
+        raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {name!r}")
     for g in optimizer.param_groups:
         g["initial_lr"] = hyp["lr0"]
     return optimizer
+
+
+def sgd(model: nn.Module, hyp: dict, weight_decay: float) -> torch.optim.SGD:
+    """The reference optimizer: nesterov SGD over :func:`parameter_groups` at ``lr0``."""
+    return make_optimizer("sgd", model, hyp, weight_decay)
 
 
 class ModelEMA:

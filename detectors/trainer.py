@@ -49,7 +49,9 @@ from scabench.detectors.data import ImageStore, load_dataset, train_loader, val_
 from scabench.detectors.distributed import Dist, setup_distributed
 from scabench.detectors.loss import YoloLoss
 from scabench.detectors.models import ANCHORS, build_model, count_parameters
-from scabench.detectors.optim import NOMINAL_BATCH, ModelEMA, cosine, optimizer_step, sgd, train_step, warmup, warmup_iterations
+from scabench.detectors.optim import (
+    NOMINAL_BATCH, ModelEMA, cosine, make_optimizer, optimizer_step, set_momentum, train_step, warmup, warmup_iterations,
+)
 from scabench.results import RunFolder
 
 
@@ -161,13 +163,16 @@ class _Run:
 
         per_rank = max(cfg.batch_size // ctx.world, 1)
         loader_kw = dict(workers=cfg.workers, pin_memory=self.cuda)
-        self.train_loader = train_loader(self.train_store, hyp, per_rank, seed=cfg.seed, rank=ctx.rank, world=ctx.world, **loader_kw)
+        self.train_loader = train_loader(
+            self.train_store, hyp, per_rank, seed=cfg.seed, rank=ctx.rank, world=ctx.world,
+            close_mosaic_at=cfg.epochs - cfg.close_mosaic if cfg.close_mosaic else None, **loader_kw,
+        )  # fmt: skip
         self.iters_per_epoch = len(self.train_loader)
         self.accumulate = max(round(cfg.nominal_batch / cfg.batch_size), 1)
         # decay per image as the reference: weight_decay per 64 images, whatever the step size
         weight_decay = hyp["weight_decay"] * cfg.batch_size * self.accumulate / NOMINAL_BATCH
         self.warmup_iters = warmup_iterations(hyp["warmup_epochs"], self.iters_per_epoch, self.iters_per_epoch * cfg.epochs)
-        self.optimizer = sgd(self.model, hyp, weight_decay)
+        self.optimizer = make_optimizer(cfg.optimizer, self.model, hyp, weight_decay)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.ema = ModelEMA(self.model) if ctx.main else None
         self.box_loss = losses.get_loss(cfg.loss, **cfg.loss_params).train()
@@ -248,7 +253,8 @@ class _Run:
         if not self.ctx.main:
             return
         t_val = time.perf_counter()
-        metrics = self._validate(ev.IOU_TRAINING)
+        validate = (epoch + 1) % self.config.val_interval == 0
+        metrics = self._validate(ev.IOU_TRAINING) if validate else {}
         t_val = time.perf_counter() - t_val
         record = {
             "epoch": epoch + 1,
@@ -263,14 +269,14 @@ class _Run:
         self.files.save_checkpoint(self._checkpoint(epoch + 1))  # first: a line always has its checkpoint
         self.files.append_epoch(record)
         done = f"epoch {epoch + 1}/{self.config.epochs}"
+        scores = f"AP50 {metrics['AP50']:.4f} AP {metrics['AP']:.4f}" if metrics else "not validated"
         self.files.log_line(
             f"{done}: loss box {items[0]:.4f} obj {items[1]:.4f} cls {items[2]:.4f}, "
-            f"AP50 {metrics['AP50']:.4f} AP {metrics['AP']:.4f}, {record['seconds']:.1f} s (validation {t_val:.1f} s)"
+            f"{scores}, {record['seconds']:.1f} s (validation {t_val:.1f} s)"
         )
         if bar is not None:
             bar.console.print(
-                f"{done} box {items[0]:.4f} obj {items[1]:.4f} cls {items[2]:.4f} "
-                f"AP50 {metrics['AP50']:.3f} AP {metrics['AP']:.3f} {record['seconds']:.1f}s",
+                f"{done} box {items[0]:.4f} obj {items[1]:.4f} cls {items[2]:.4f} {scores} {record['seconds']:.1f}s",
                 highlight=False,
             )
 
@@ -282,7 +288,8 @@ class _Run:
         cfg, ctx, nb = self.config, self.ctx, self.iters_per_epoch
         lr_epoch = self.hyp["lr0"] * cosine(epoch, cfg.epochs, self.hyp["lrf"])
         for g in self.optimizer.param_groups:
-            g["lr"], g["momentum"] = lr_epoch, self.hyp["momentum"]
+            g["lr"] = lr_epoch
+            set_momentum(g, self.hyp["momentum"])
         self.train_model.train()
         self.optimizer.zero_grad(set_to_none=True)
         sums = torch.zeros(3, device=self.device)

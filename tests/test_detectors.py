@@ -330,13 +330,13 @@ def test_epoch_sampler_is_seeded_and_splits_ranks():
     s = EpochSampler(10, seed=1)
     s.set_epoch(2)
     first = list(s)
-    assert list(s) == first and sorted(i for i, _ in first) == list(range(10))
+    assert list(s) == first and sorted(i for i, *_ in first) == list(range(10))
     s.set_epoch(3)
     assert list(s) != first
     parts = [EpochSampler(10, seed=1, rank=r, world=2) for r in range(2)]
     for p in parts:
         p.set_epoch(2)
-    assert sorted(i for p in parts for i, _ in p) == list(range(10))
+    assert sorted(i for p in parts for i, *_ in p) == list(range(10))
 
 
 def _write_coco(root: Path, anns: list[dict], *, images=None, categories=None, corrupt=(), missing=()):
@@ -580,3 +580,34 @@ def test_measure_speed_and_gpu_check_are_plain_functions(capsys):
         assert run_gpu_check(iters=1) == 2
         assert "needs a GPU" in capsys.readouterr().err
 
+
+
+def test_close_mosaic_turns_mosaic_off_for_the_last_epochs_and_keeps_the_stream():
+    """EpochSampler(close_mosaic_at=2) marks epochs 0-1 mosaic, 2+ not; a sample with mosaic
+    closed equals the same (index, seed) drawn with mosaic probability 0 (the draw is kept)."""
+    sampler = EpochSampler(6, seed=0, close_mosaic_at=2)
+    flags = []
+    for epoch in range(4):
+        sampler.set_epoch(epoch)
+        flags.append({m for *_, m in sampler})
+    assert flags == [{True}, {True}, {False}, {False}]
+    info = load_dataset("synthetic-shapes", train_size=8, val_size=4)
+    store = ImageStore(info.train.records, 64, info.problems)
+    with_mosaic = TrainSet(store, store.img_size, {**HYP_SCRATCH, "mosaic": 1.0})
+    without = TrainSet(store, store.img_size, {**HYP_SCRATCH, "mosaic": 0.0})
+    for i in range(len(store)):
+        closed, plain = with_mosaic[(i, 11, False)], without[(i, 11)]
+        assert torch.equal(closed[0], plain[0]) and torch.equal(closed[1], plain[1])
+    assert any(not torch.equal(with_mosaic[(i, 11, True)][0], without[(i, 11)][0]) for i in range(len(store)))
+
+
+def test_adamw_warmup_moves_its_first_beta():
+    from scabench.detectors.optim import make_optimizer, warmup
+
+    model = build_model("yolov3-tiny", 3, 0.25)
+    optimizer = make_optimizer("adamw", model, {**HYP_SCRATCH, "lr0": 0.002, "momentum": 0.9}, 5e-4)
+    assert isinstance(optimizer, torch.optim.AdamW) and [g["weight_decay"] for g in optimizer.param_groups] == [0.0, 5e-4, 0.0]
+    warmup(optimizer, 0, 100, 0.002, {**HYP_SCRATCH, "momentum": 0.9}, 1.0)
+    assert all(g["betas"] == (pytest.approx(HYP_SCRATCH["warmup_momentum"]), 0.999) for g in optimizer.param_groups)
+    with pytest.raises(ValueError, match="optimizer must be"):
+        make_optimizer("lion", model, HYP_SCRATCH, 0.0)

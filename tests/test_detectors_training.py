@@ -219,3 +219,48 @@ def test_resume_after_sigkill_equals_uninterrupted(tmp_path):
     whole = train(cfg, tmp_path / "whole", progress=False)
     assert _without_seconds(resumed["metrics"]) == _without_seconds(whole["metrics"])
     assert [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+
+
+class _FirstStep(Exception):
+    """Raised by the recording train_step to stop a run at its first batch."""
+
+
+def _first_step(cfg: TrainConfig, out, monkeypatch) -> dict:
+    """The model's weights, the batch and the assigned targets at the first training step."""
+    seen = {}
+
+    def record(model, criterion, images, targets, *args, **kwargs):
+        seen["weights"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        seen["images"], seen["targets"] = images.clone(), targets.clone()
+        raise _FirstStep
+
+    monkeypatch.setattr(train_module, "train_step", record)
+    with pytest.raises(_FirstStep):
+        train(cfg, out, progress=False)
+    return seen
+
+
+def test_one_seed_is_one_pairing_across_losses(tmp_path, monkeypatch):
+    """The paired design (issue 10): for one seed, every loss starts from the same weights and
+    sees the same first batch with the same augmentation, so a per-seed difference between two
+    losses measures the losses, not the draw. A different seed draws both anew."""
+    iou = _first_step(tiny(loss="iou", seed=3), tmp_path / "iou", monkeypatch)
+    sca = _first_step(tiny(loss="sca", seed=3, obj_target="iou"), tmp_path / "sca", monkeypatch)
+    other = _first_step(tiny(loss="iou", seed=4), tmp_path / "other", monkeypatch)
+    assert iou["weights"].keys() == sca["weights"].keys()
+    assert all(torch.equal(iou["weights"][k], sca["weights"][k]) for k in iou["weights"])
+    assert torch.equal(iou["images"], sca["images"]) and torch.equal(iou["targets"], sca["targets"])
+    assert not torch.equal(iou["images"], other["images"])
+    assert not all(torch.equal(iou["weights"][k], other["weights"][k]) for k in iou["weights"])
+
+
+def test_recipe_options_adamw_close_mosaic_and_validation_interval(tmp_path):
+    """optimizer adamw, close_mosaic and val_interval train end to end: rows of epochs that were
+    not validated carry no AP, the final summary always does, and resume keeps the options."""
+    cfg = tiny(epochs=3, optimizer="adamw", hyp={"lr0": 0.002, "momentum": 0.9}, close_mosaic=1, val_interval=2)
+    summary = train(cfg, tmp_path / "run", progress=False)
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [("AP" in r) for r in lines] == [False, True, False]
+    assert 0.0 <= summary["metrics"]["AP"] <= 1.0 and summary["config"]["optimizer"] == "adamw"
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ckpt["optimizer"]["param_groups"][0]["betas"][0] == pytest.approx(0.9)
