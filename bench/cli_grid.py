@@ -39,6 +39,16 @@ class Format(str, Enum):
     csv = "csv"
 
 
+class Interval(str, Enum):
+    """The CI of the paired differences (reports.statistics): Student t, or percentile bootstrap."""
+
+    t = "t"
+    bootstrap = "bootstrap"
+
+
+INTERVAL_HELP = "CI of the paired differences: t (Student t over seeds, honest with few seeds) or bootstrap (percentile; 10+ seeds)"
+
+
 def _load(grid_file: Path, check_trainer: bool = True) -> tuple[Any, list]:
     from scabench.bench.config import GridError, load_grid
     from scabench.bench.grid import expand
@@ -209,21 +219,22 @@ def report_command(
     baseline: Optional[str] = typer.Option(None, "--baseline", "-b", help="loss to compare against \\[default: the grid's, else iou]"),
     metrics: Optional[list[str]] = typer.Option(None, "--metrics", "-m", help="metrics to show, e.g. AP,AP50,AP90 (repeatable) \\[default: AP AP50 AP65 AP75 AP80 AP90]"),
     paper: Optional[bool] = typer.Option(None, "--paper/--no-paper", help="show the paper's published numbers \\[default: the grid's paper: setting]"),
+    interval: Interval = typer.Option(Interval.t, "--interval", "-i", help=INTERVAL_HELP),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="write to this file instead of printing"),
 ) -> None:
-    """Tables: mean ± std over seeds, change vs the baseline, paired bootstrap CI."""
-    from scabench.reports import loading, tables
+    """Tables: mean and 95% CI over seeds, change vs the baseline, paired differences with their CI (* excludes 0)."""
+    from scabench.reports import loading, statistics, tables
     from scabench.results import atomic_write_text
 
     directory = _results_dir(directory)
     chosen = [m.strip() for item in (metrics or []) for m in item.split(",") if m.strip()] or None
     try:
-        text = tables.report(directory, fmt=fmt.value, baseline=baseline, metrics=chosen, paper=paper)
+        text = tables.report(directory, fmt=fmt.value, baseline=baseline, metrics=chosen, paper=paper, interval=interval.value)
     except ValueError as exc:
         _fail(str(exc))
     runs = loading.load_runs(directory)
-    chosen_baseline = baseline or loading.grid_options(directory).get("baseline") or "iou"
-    if not runs.empty and chosen_baseline not in set(runs["loss"]):
+    chosen_baseline, among_losses = statistics.choose_baseline(baseline, loading.grid_options(directory), runs)
+    if not among_losses:
         err_console.print(
             f"[yellow]baseline {chosen_baseline!r} not among the losses ({', '.join(dict.fromkeys(runs['loss']))}): no relative changes[/]"
         )
@@ -239,15 +250,16 @@ def report_command(
 def plot_command(
     directory: Path = typer.Argument(..., help="results folder of `scabench run`"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="figure folder \\[default: DIR/figures]"),
+    baseline: Optional[str] = typer.Option(None, "--baseline", "-b", help="loss the paired differences are against \\[default: the grid's, else iou]"),
+    interval: Interval = typer.Option(Interval.t, "--interval", "-i", help=INTERVAL_HELP),
 ) -> None:
-    """Figures: mAP per epoch, AP per IoU threshold, simulation figures (PNG + PDF)."""
+    """Figures: mAP per epoch, AP per IoU threshold, paired differences to the baseline, simulation figures (PNG + PDF)."""
     from scabench.reports.figures import plot
 
     directory = _results_dir(directory)
-    paths = plot(directory, out, log=lambda m: err_console.print(f"[yellow]{m}[/]"))
+    paths = plot(directory, out, log=lambda m: err_console.print(f"[yellow]{m}[/]"), baseline=baseline, interval=interval.value)
     if not paths:
         err_console.print("no finished cells with metrics to plot")
         return
     for path in paths:
         console.print(str(path), highlight=False, soft_wrap=True)
-

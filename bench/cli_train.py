@@ -77,6 +77,9 @@ def train_command(
     workers: Optional[int] = typer.Option(None, help="Data-loader worker processes."),
     hyp: Optional[Path] = typer.Option(None, "--hyp", help="Hyperparameter YAML (hyp.scratch keys)."),
     hyp_set: Optional[list[str]] = typer.Option(None, "--hyp-set", "-H", help="Hyperparameter override KEY=VALUE (repeatable)."),
+    optimizer: Optional[str] = typer.Option(None, help="sgd (the reference) | adamw."),
+    close_mosaic: Optional[int] = typer.Option(None, help="Last epochs trained without mosaic."),
+    val_interval: Optional[int] = typer.Option(None, help="Validate every N epochs (the final summary always)."),
     bad_data: Optional[str] = typer.Option(None, help="error | skip: what to do with bad annotations or images."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar per epoch."),
 ) -> None:
@@ -92,6 +95,7 @@ def train_command(
         depth=depth, anchors=anchors, img_size=img_size, epochs=epochs, batch_size=batch_size,
         nominal_batch=nominal_batch, loss=loss,
         obj_target=obj_target, seed=seed, device=device, amp=amp, workers=workers, bad_data=bad_data,
+        optimizer=optimizer, close_mosaic=close_mosaic, val_interval=val_interval,
     ))  # fmt: skip
     if loss_param:
         fields["loss_params"] = {**fields.get("loss_params", {}), **_parse_pairs(loss_param, "--loss-param")}

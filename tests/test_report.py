@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
+from scipy import stats
 
 from scabench.bench.config import parse_grid
 from scabench.bench.grid import expand
@@ -95,15 +97,59 @@ def test_report_numbers_equal_pandas_on_the_raw_summaries(tmp_path):
             diffs = (wide[row["loss"]] - wide["iou"]).dropna()
             assert row["n_paired"] == len(diffs)
             assert math.isclose(row["diff_mean"], diffs.mean(), rel_tol=1e-9)
-            assert diffs.min() - 1e-9 <= row["ci_low"] <= row["diff_mean"] <= row["ci_high"] <= diffs.max() + 1e-9
+            half = stats.t.ppf(0.975, len(diffs) - 1) * diffs.std(ddof=1) / math.sqrt(len(diffs))
+            assert math.isclose(row["diff_low"], diffs.mean() - half, rel_tol=1e-9, abs_tol=1e-9)
+            assert math.isclose(row["diff_high"], diffs.mean() + half, rel_tol=1e-9, abs_tol=1e-9)
+            assert row["significant"] == (row["diff_low"] > 0 or row["diff_high"] < 0)
         else:
-            assert pd.isna(row["diff_mean"])
+            assert pd.isna(row["diff_mean"]) and pd.isna(row["significant"])
+        n = row["n"]
+        half = stats.t.ppf(0.975, n - 1) * row["std"] / math.sqrt(n)
+        assert math.isclose(row["ci_half"], half, rel_tol=1e-9)
+
+
+def test_bootstrap_interval_stays_available(tmp_path):
+    """``interval="bootstrap"``: the percentile bootstrap, which cannot leave the differences' range."""
+    out = make_results(tmp_path, unfinished=1)
+    raw = raw_frame(out)
+    csv = pd.read_csv(io.StringIO(tables.report(out, fmt="csv", metrics=METRICS, interval="bootstrap")))
+    paired = csv[csv["loss"] != "iou"]
+    assert len(paired) == 4 * len(METRICS) and (paired["diff_interval"] == "bootstrap").all()
+    for _, row in paired.iterrows():
+        wide = raw[raw["obj_target"] == row["obj_target"]].pivot(index="seed", columns="loss", values=row["metric"])
+        diffs = (wide[row["loss"]] - wide["iou"]).dropna()
+        assert math.isclose(row["diff_mean"], diffs.mean(), rel_tol=1e-9)
+        assert diffs.min() - 1e-9 <= row["diff_low"] <= row["diff_mean"] <= row["diff_high"] <= diffs.max() + 1e-9
+    assert "95% percentile bootstrap CI" in tables.report(out, interval="bootstrap")
+    with pytest.raises(ValueError, match="unknown interval"):
+        tables.report(out, interval="wald")
+
+
+def test_t_interval_equals_the_hand_computation():
+    """diffs 1, 2, 3: mean 2, s = 1, t(0.975, 2) = 4.302653, half-width 4.302653 / sqrt(3) = 2.484."""
+    mean, low, high = statistics.t_interval([1.0, 2.0, 3.0])
+    assert mean == 2.0
+    assert math.isclose(high - mean, 4.302653 / math.sqrt(3), rel_tol=1e-6)
+    assert math.isclose(mean - low, 2.484, abs_tol=5e-4)
+    assert statistics.t_interval([5.0])[0] == 5.0 and math.isnan(statistics.t_interval([5.0])[1])
+
+
+def test_t_is_wider_than_the_bootstrap_with_three_seeds(tmp_path):
+    """giou beats iou by 1, 2 and 3 AP points on seeds 0, 1, 2: t says within noise (CI -0.48 to
+    +4.48), the bootstrap would mark it (its CI cannot leave [1, 3])."""
+    out = make_results(tmp_path, ABLATION.replace("axes: {obj_target: [iou, loss]}\n", ""),
+                       values=lambda c: {m: 0.4 + (0.01 * (c.labels["seed"] + 1) if c.labels["loss"] == "giou" else 0) for m in METRICS})
+    row = lambda text: next(l for l in text.splitlines() if "| giou " in l and "[" in l)  # noqa: E731
+    assert "+2.00 [-0.48, +4.48] |" in row(tables.report(out, metrics=["AP"]))
+    assert "giou vs iou: every difference within seed noise" in tables.report(out, metrics=["AP"])
+    assert row(tables.report(out, metrics=["AP"], interval="bootstrap")).rstrip(" |").endswith("]*")
 
 
 def test_markdown_paper_style_and_unfinished_cells(tmp_path):
     out = make_results(tmp_path, unfinished=1)
     text = tables.report(out)
-    assert "mean ± std over 2-3 seeds" in text and "relative change against iou" in text
+    assert "mean ± 95% CI half-width over 2-3 seeds (Student t, n-1 degrees of freedom)" in text
+    assert "relative change against iou" in text
     assert text.count("| yolov3-tiny (w=0.25) |") == 6 + 4  # main table + paired CI table
     assert "Not in the table: 1 unfinished cell (1 failed)" in text
     assert "NonFiniteLossError: nan at epoch 2" in text
@@ -152,6 +198,74 @@ def test_significant_gains_are_starred(tmp_path):
     assert "+2.00 [+2.00, +2.00]*" in ci
 
 
+# Per-seed gains over iou (AP points) on seeds 0, 1, 2; every other difference is exactly 0.
+GAINS = {
+    ("giou", "AP"): [2.0, 2.0, 2.0],  # CI [+2, +2]: marked
+    ("sca(alpha=0.5)", "AP"): [-1.0, -1.2, -0.8],  # t CI [-1.50, -0.50]: marked
+    ("giou", "AP50"): [1.0, 2.0, 3.0],  # t CI [-0.48, +4.48]: within noise
+    ("sca(alpha=0.5)", "AP50"): [-1.0, 1.0, 0.5],  # within noise
+    ("sca(alpha=0.5)", "AP75"): [3.0, 3.5, 2.5],  # t CI [+1.76, +4.24]: marked
+}
+MARKED = {("giou", "AP"), ("sca(alpha=0.5)", "AP"), ("sca(alpha=0.5)", "AP75")}
+
+
+def gains_results(tmp_path: Path) -> Path:
+    def values(cell):
+        seed, loss = cell.labels["seed"], cell.labels["loss"]
+        return {m: 0.3 + 0.05 * seed + GAINS.get((loss, m), [0.0] * 3)[seed] / 100 for m in METRICS}
+
+    return make_results(tmp_path, ABLATION.replace("axes: {obj_target: [iou, loss]}\n", ""), values=values)
+
+
+def marked_cells(rows: list[list[str]], metrics: list[str]) -> set[tuple[str, str]]:
+    """(loss, metric) of the cells ending in the mark; a row is [detector, loss, seeds, *metrics]."""
+    return {(cells[1], metric) for cells in rows for metric, cell in zip(metrics, cells[3:]) if cell.endswith("*")}
+
+
+def test_the_mark_is_exactly_where_the_ci_excludes_zero_in_markdown_and_latex(tmp_path):
+    out = gains_results(tmp_path)
+    metrics = ["AP", "AP50", "AP65", "AP75", "AP80", "AP90"]
+    csv = pd.read_csv(io.StringIO(tables.report(out, fmt="csv")))
+    assert set(map(tuple, csv.loc[csv["significant"] == True, ["loss", "metric"]].to_numpy())) == MARKED  # noqa: E712
+
+    text = tables.report(out)
+    rows = [[c.strip() for c in l.strip().strip("|").split("|")] for l in text.splitlines() if l.startswith("| yolov3-tiny")]
+    main, paired = [r for r in rows if "[" not in r[3]], [r for r in rows if "[" in r[3]]
+    assert len(main) == 3 and len(paired) == 2
+    assert marked_cells(main, metrics) == MARKED and marked_cells(paired, metrics) == MARKED
+    assert "- giou vs iou: AP +2.00 [+2.00, +2.00]*; the others within seed noise" in text
+    sca = next(l for l in text.splitlines() if l.startswith("- sca(alpha=0.5) vs iou: "))
+    assert "AP -1.00 [-1.50, -0.50]*, AP75 +3.00 [+1.76, +4.24]*; the others within seed noise" in sca
+    assert "Differences without * are within seed noise" in text
+
+    latex = tables.report(out, fmt="latex")
+    assert latex.count(r"\begin{table}") == 2 and "within seed noise" in latex
+    for table in latex.split(r"\end{table}")[:2]:
+        body = table.split(r"\midrule", 1)[1].split(r"\bottomrule")[0]
+        cells = [[c.strip().removesuffix(r"\\").strip() for c in l.split("&")] for l in body.splitlines() if l.rstrip().endswith(r"\\")]
+        cells = [[c.removeprefix(r"\textbf{").removesuffix("}") for c in row] for row in cells]
+        assert marked_cells(cells, metrics) == MARKED, table
+
+
+def test_one_seed_gives_no_interval_no_mark_and_says_so(tmp_path):
+    from scabench.reports import figures
+
+    out = make_results(tmp_path, ABLATION.replace("seeds: [0, 1, 2]", "seeds: [0]"),
+                       values=lambda c: {m: 0.2 if c.labels["loss"] == "iou" else 0.5 for m in METRICS})
+    text = tables.report(out)
+    caption, rest = text.split("\n\n", 1)
+    assert "one seed, so no confidence interval and no paired comparison" in caption
+    assert "cannot be told from seed noise" in caption
+    assert "±" not in rest and "*" not in rest and "Paired difference" not in rest
+    csv = pd.read_csv(io.StringIO(tables.report(out, fmt="csv")))
+    assert csv[["std", "ci_half", "diff_mean", "diff_low", "diff_high", "significant"]].isna().all().all()
+    latex = tables.report(out, fmt="latex")
+    assert latex.count(r"\begin{table}") == 1 and "*" not in latex.split(r"\midrule", 1)[1]
+    summary = statistics.summarize(loading.load_runs(out))
+    assert not summary.has_differences
+    assert figures.plot_paired_differences(summary, tmp_path / "figures", palette={}) == []
+
+
 def test_latex_booktabs_bold_best_and_compiles_if_tex_exists(tmp_path):
     out = make_results(tmp_path)
     latex = tables.report(out, fmt="latex")
@@ -193,7 +307,7 @@ def test_undefined_coco_metrics_are_blank_not_minus_100(tmp_path):
     assert runs["APl"].isna().all() and (runs["AP"] == 30.0).all()
     assert "epoch" not in runs and "loss_box" not in runs
     text = tables.report(out, metrics=["AP", "APl"])
-    assert "-100" not in text and "mean ± std over 3 seeds" in text
+    assert "-100" not in text and "mean ± 95% CI half-width over 3 seeds" in text
 
 
 def test_figures_are_written_and_not_empty(tmp_path, monkeypatch):
@@ -216,12 +330,16 @@ def test_figures_are_written_and_not_empty(tmp_path, monkeypatch):
 
     paths = plot(out)
     names = sorted(p.name for p in paths)
-    assert names == ["ap_by_iou.pdf", "ap_by_iou.png", "gradients.png", "map_per_epoch.pdf", "map_per_epoch.png"]
+    assert names == ["ap_by_iou.pdf", "ap_by_iou.png", "gradients.png", "map_per_epoch.pdf", "map_per_epoch.png",
+                     "paired_differences.pdf", "paired_differences.png"]
     for path in paths:
         assert path.exists() and path.stat().st_size > 0
     assert (out / "figures" / "map_per_epoch.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "figures" / "ap_by_iou.pdf").read_bytes()[:4] == b"%PDF"
     assert (out / "figures" / "map_per_epoch.png").stat().st_size > 20_000
+    assert (out / "figures" / "paired_differences.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "figures" / "paired_differences.png").stat().st_size > 20_000
+    assert (out / "figures" / "paired_differences.pdf").read_bytes()[:4] == b"%PDF"
     assert calls == [(sim_cell, out / "figures" / "simulation" / "gradients")]
 
 
@@ -236,6 +354,13 @@ def test_report_and_plot_commands(tmp_path):
     assert result.exit_code == 0, result.output
     frame = pd.read_csv(io.StringIO(result.stdout))
     assert set(frame["metric"]) == {"AP", "AP90"} and len(frame) == 12
+    for column in ("mean", "ci_half", "diff_mean", "diff_low", "diff_high", "significant", "n", "std"):
+        assert column in frame, column
+    assert (frame.loc[frame["loss"] != "giou", "diff_interval"] == "t").all()
+    boot = runner.invoke(app, ["report", str(out), "-f", "csv", "--interval", "bootstrap"])
+    assert boot.exit_code == 0, boot.output
+    assert set(pd.read_csv(io.StringIO(boot.stdout))["diff_interval"].dropna()) == {"bootstrap"}
+    assert runner.invoke(app, ["report", str(out), "--interval", "wald"]).exit_code == 2
     assert (frame.loc[frame["loss"] == "giou", "rel_change_pct"] == 0).all()
     latex = runner.invoke(app, ["report", str(out), "-f", "latex", "-o", str(tmp_path / "t.tex")])
     assert latex.exit_code == 0 and (tmp_path / "t.tex").read_text().startswith(r"\begin{table}")
@@ -243,6 +368,9 @@ def test_report_and_plot_commands(tmp_path):
     assert bad.exit_code == 2 and "unknown metric" in bad.stderr
     missing = runner.invoke(app, ["report", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "no such results folder" in missing.stderr
+    figures = runner.invoke(app, ["plot", str(out), "-o", str(tmp_path / "figs"), "--interval", "bootstrap", "-b", "giou"])
+    assert figures.exit_code == 0, figures.output
+    assert (tmp_path / "figs" / "paired_differences.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_a_broken_summary_is_listed_with_its_file_and_reason(tmp_path):
