@@ -199,6 +199,10 @@ class Resources(_Strict):
 
     gpus_per_cell: int = Field(1, ge=1)
     cpus_per_cell: int = Field(4, ge=1)
+    cpu_cells_at_once: int = Field(
+        1, ge=1, description="local executor, CPU cells: how many run at once, each with cores // N threads "
+        "(small models train faster as 2 one-thread processes than as one with 2 threads)",
+    )
     mem_gb: int | None = Field(None, gt=0)
     time_min: int = Field(24 * 60, gt=0)
     partition: str | None = None

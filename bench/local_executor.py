@@ -41,16 +41,22 @@ def visible_gpus() -> list[int]:
         return []
 
 
-def slots(cells: list, gpus: list[int] | None, gpus_per_cell: int) -> list[Slot]:
-    """Places to run cells: GPU groups (one cell each, masked with CUDA_VISIBLE_DEVICES) or the CPU.
+def slots(cells: list, gpus: list[int] | None, gpus_per_cell: int, cpu_cells: int = 1) -> list[Slot]:
+    """Places to run cells: GPU groups (one cell each, masked with CUDA_VISIBLE_DEVICES) or the CPU
+    (``cpu_cells`` places, each with its share of the cores).
 
-    Cells that pin a GPU (``cuda:N``) run in order, unmasked; so do CPU-only grids and a single GPU.
+    Cells that pin a GPU (``cuda:N``) run in order, unmasked; so does a single GPU.
     """
     devices = [cell.runtime.get("device") for cell in cells]
-    if not any(wants_cuda(d) for d in devices) or any(d is not None and ":" in parse_device(d) for d in devices):
+    on_cpu = [None] * cpu_cells
+    if not any(wants_cuda(d) for d in devices):
+        return on_cpu
+    if any(d is not None and ":" in parse_device(d) for d in devices):
         return [None]
     ids = list(gpus) if gpus is not None else visible_gpus()
-    if not ids or (gpus is None and len(ids) == 1):
+    if not ids:
+        return on_cpu
+    if gpus is None and len(ids) == 1:
         return [None]
     groups = [tuple(ids[i : i + gpus_per_cell]) for i in range(0, len(ids) - gpus_per_cell + 1, gpus_per_cell)]
     return groups or [tuple(ids)]
@@ -81,12 +87,13 @@ class _Running:
 
 
 def run_local(cells: list, folder: GridFolder, on_finished: OnFinished, *, gpus: list[int] | None,
-              gpus_per_cell: int, console: Any, show: bool, poll: float) -> bool:
+              gpus_per_cell: int, console: Any, show: bool, poll: float, cpu_cells: int = 1) -> bool:
     """Run ``cells`` (a process each, as many at once as there are slots); ``on_finished`` hears
     of each. Returns False when interrupted (Ctrl-C, SIGTERM, or a cell that was interrupted)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    places = slots(cells, gpus, gpus_per_cell)
+    places = slots(cells, gpus, gpus_per_cell, cpu_cells)
+    threads = max(1, (os.cpu_count() or 1) // len(places)) if len(places) > 1 and places[0] is None else None
     free, pending, running = deque(places), deque(cells), []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, disable=not show, transient=False) as bar:
@@ -94,7 +101,7 @@ def run_local(cells: list, folder: GridFolder, on_finished: OnFinished, *, gpus:
         try:
             while pending or running:
                 while pending and free:
-                    running.append(_start(pending.popleft(), free.popleft(), folder, bar))
+                    running.append(_start(pending.popleft(), free.popleft(), folder, bar, threads))
                 time.sleep(poll)
                 for job in list(running):
                     _show_progress(job, folder, bar)
@@ -131,9 +138,11 @@ def _stop(running: list[_Running], grace: float = 30.0) -> None:
         job.log.close()
 
 
-def _start(cell: Any, slot: Slot, folder: GridFolder, bar: Any) -> _Running:
+def _start(cell: Any, slot: Slot, folder: GridFolder, bar: Any, threads: int | None = None) -> _Running:
     run = folder.cell(cell.id)
     env = os.environ.copy()
+    if threads is not None:  # one of several CPU places: its share of the cores
+        env["OMP_NUM_THREADS"] = str(threads)
     device = None
     if slot is not None:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in slot)

@@ -119,7 +119,8 @@ def run_grid(
         if todo and executor == "local":
             from scabench.bench.local_executor import run_local
 
-            completed = run_local(todo, folder, finished, gpus=gpus, gpus_per_cell=gpus_per_cell, console=console, show=progress, poll=poll)
+            completed = run_local(todo, folder, finished, gpus=gpus, gpus_per_cell=gpus_per_cell, console=console, show=progress,
+                                  poll=poll, cpu_cells=getattr(resources, "cpu_cells_at_once", 1) or 1)
         elif todo:
             from scabench.bench.slurm_executor import run_slurm
 

@@ -81,7 +81,8 @@ def fake_cell(config: dict, runtime: dict, out_dir: Path) -> None:
             handle.write(json.dumps({"epoch": epoch, "AP": base * epoch / epochs, "loss_box": 1.0 / epoch}) + "\n")
         atomic_write_json(out_dir / "last.json", {"epoch": epoch})
     metrics = {m: base + 0.01 * i for i, m in enumerate(["AP", "AP50", "AP65", "AP75", "AP80", "AP90", "APs", "APm", "APl"])}
-    placed = {"device": runtime.get("device"), "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    placed = {"device": runtime.get("device"), "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES"),
+              "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
     atomic_write_json(out_dir / "summary.json", {"config": config, "metrics": metrics, "epochs": epochs, "placed": placed})
     _event("end", cell)
 
@@ -95,9 +96,9 @@ seeds: [{seeds}]
 """
 
 
-def write_grid(tmp_path: Path, *, losses="iou, giou, sca", seeds="0", epochs=3) -> Path:
+def write_grid(tmp_path: Path, *, losses="iou, giou, sca", seeds="0", epochs=3, extra="") -> Path:
     path = tmp_path / "grid.yaml"
-    path.write_text(GRID.format(losses=losses, seeds=seeds, epochs=epochs))
+    path.write_text(GRID.format(losses=losses, seeds=seeds, epochs=epochs) + extra)
     return path
 
 
@@ -332,6 +333,19 @@ def test_one_cell_per_gpu_with_several_gpus(tmp_path, env, monkeypatch):
     assert order[:2] == ["start", "start"]  # the first two cells ran at the same time
 
 
+def test_cpu_cells_at_once_share_the_cores(tmp_path, env, monkeypatch):
+    """resources.cpu_cells_at_once: 2 CPU cells run at the same time (the barrier proves it, as
+    above), each told to use its share of the cores through OMP_NUM_THREADS."""
+    grid = write_grid(tmp_path, losses="iou, giou, diou, sca", extra="resources: {cpu_cells_at_once: 2}\n")
+    out = tmp_path / "out"
+    result = scabench(["run", "--grid", str(grid), "--out", str(out), "--no-report"], {**env, "FAKE_BARRIER": "2"}, monkeypatch)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "grid (2 slots)" in result.stderr
+    placed = [read_json(p / "summary.json")["placed"] for p in cell_dirs(out)]
+    assert {p["OMP_NUM_THREADS"] for p in placed} == {str(max(1, (os.cpu_count() or 1) // 2))}
+    assert {p["CUDA_VISIBLE_DEVICES"] for p in placed} == {os.environ.get("CUDA_VISIBLE_DEVICES")}
+
+
 def test_slots_and_commands():
     from scabench.bench.cell import cell_command
     from scabench.bench.grid import Cell
@@ -343,6 +357,8 @@ def test_slots_and_commands():
     assert slots(auto, [0, 1, 2, 3], 1) == [(0,), (1,), (2,), (3,)]
     assert slots(auto, [0, 1, 2, 3, 4], 2) == [(0, 1), (2, 3)]
     assert slots(cpu, [0, 1], 1) == [None]
+    assert slots(cpu, [0, 1], 1, cpu_cells=2) == [None, None]
+    assert slots(auto, [], 1, cpu_cells=3) == [None, None, None]  # no GPU here: the CPU places
     assert slots(pinned, [0, 1], 1) == [None]  # an explicit cuda:N runs unmasked, in order
     ddp = cell_command(Path("/r/cells/abc"), "cuda", 4)
     assert ddp[1:6] == ["-P", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
