@@ -224,20 +224,60 @@ def val_command(
 
 def evaluate_command(
     gt_json: Path = typer.Argument(..., help="COCO ground truth (instances json)."),
-    dets_json: Path = typer.Argument(..., help="COCO results list: [{image_id, category_id, bbox, score}]."),
-    as_json: bool = typer.Option(False, "--json", help="Print the metrics as one JSON object."),
+    dets_json: list[Path] = typer.Argument(..., help="COCO results lists: [{image_id, category_id, bbox, score}]; several with --bootstrap."),
+    bootstrap: int = typer.Option(0, "--bootstrap", help="Resample the images N times: each run's spread, and each run's paired difference to the first."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as one JSON object (with --bootstrap: the rows)."),
 ) -> None:
-    """COCO box metrics AP, AP50, AP65, AP75, AP80, AP90, APs, APm, APl (fractions) of a results file."""
-    from scabench.detectors import evaluate_coco
+    """COCO box metrics AP, AP50, AP65, AP75, AP80, AP90, APs, APm, APl (fractions) of a results file.
 
+    With ``--bootstrap N``: the evaluation noise, i.e. how much the metrics move when the
+    validation images are drawn again (the same draw for every run, so differences stay paired).
+    """
+    from scabench.detectors import evaluate as ev
+
+    if bootstrap < 0:
+        fail(f"--bootstrap must be >= 0, got {bootstrap}")
+    if len(dets_json) > 1 and not bootstrap:
+        fail("several detection files go with --bootstrap N (one file is evaluated at a time otherwise)")
     try:
-        metrics = evaluate_coco(gt_json, dets_json)
-    except (FileNotFoundError, ValueError, KeyError, TypeError) as exc:
+        if bootstrap:
+            gt = json.loads(gt_json.read_text())
+            runs = {str(p): ev.load_detections(p) for p in dets_json}
+            rows = ev.bootstrap_over_images(gt, runs, n=bootstrap)
+        else:
+            metrics = ev.evaluate_coco(gt_json, dets_json[0])
+    except (FileNotFoundError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
         fail(str(exc))
-    if as_json:
+    if bootstrap:
+        _print_bootstrap(rows, [str(p) for p in dets_json], as_json)
+    elif as_json:
         sys.stdout.write(json.dumps(metrics) + "\n")
     else:
-        console.print(_metrics_table(f"{dets_json} vs {gt_json}", metrics))
+        console.print(_metrics_table(f"{dets_json[0]} vs {gt_json}", metrics))
+
+
+def _print_bootstrap(rows: list[dict], runs: list[str], as_json: bool) -> None:
+    """Per run and metric: mean, std and 95 % range over the resamples; then each run minus the first."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    metrics = ["AP", "AP50", "AP65", "AP75", "AP80", "AP90"]
+    if as_json:
+        sys.stdout.write(frame.to_json(orient="records") + "\n")
+        return
+    spread = Table(title=f"evaluation noise: {frame['resample'].nunique()} resamples of the images (AP points)")
+    for column in ("run", "metric", "mean", "std", "95% range"):
+        spread.add_column(column)
+    wide = frame.pivot(index="resample", columns="run", values=metrics)
+    for run in runs:
+        for m in metrics:
+            v = wide[(m, run)] * 100
+            spread.add_row(run, m, f"{v.mean():.2f}", f"{v.std(ddof=1):.2f}", f"[{v.quantile(0.025):.2f}, {v.quantile(0.975):.2f}]")
+        if run != runs[0]:
+            for m in metrics:
+                d = (wide[(m, run)] - wide[(m, runs[0])]) * 100
+                spread.add_row(f"{run} - first", m, f"{d.mean():+.2f}", f"{d.std(ddof=1):.2f}", f"[{d.quantile(0.025):+.2f}, {d.quantile(0.975):+.2f}]")
+    console.print(spread)
 
 
 def register_train_commands(app: typer.Typer) -> None:

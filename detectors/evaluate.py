@@ -62,7 +62,8 @@ def load_ground_truth(gt: str | Path | dict):
     return coco
 
 
-def _load_dets(dets: str | Path | list) -> list[dict]:
+def load_detections(dets: str | Path | list) -> list[dict]:
+    """A COCO results list from a file (or a list), each entry checked for its four keys."""
     if isinstance(dets, (str, Path)):
         dets = _read_json(dets, "detections")
     if not isinstance(dets, list):
@@ -191,7 +192,7 @@ def evaluate_coco(gt_json: str | Path | dict | Any, dets_json: str | Path | list
     (``iouType="bbox"``, default parameters); the matching step skips detections that cannot
     match (exact, see ``FastCOCOeval``).
     """
-    return _evaluate(gt_json, _load_dets(dets_json), copy_dets=True)
+    return _evaluate(gt_json, load_detections(dets_json), copy_dets=True)
 
 
 def evaluate_predictions(coco_gt, dets: list[dict]) -> dict[str, float]:
@@ -292,3 +293,40 @@ def predict(model, loader, device: torch.device, category_ids: list[int], iou: f
     finally:
         model.train(was_training)
     return results
+
+
+def bootstrap_over_images(gt: dict, runs: dict[str, list[dict]], *, n: int = 100, seed: int = 0) -> list[dict]:
+    """Evaluation noise: every run's metrics on ``n`` resamples of the validation images.
+
+    Each resample draws the ground truth's images with replacement (a drawn twice image counts
+    twice, under a new id), the same draw for every run, so the spread of a *paired* difference
+    over resamples is the part of it that the choice of validation images explains; compare it
+    with the spread over training seeds. Returns rows ``{"resample": k, "run": name, **metrics}``.
+    """
+    rng = np.random.default_rng(seed)
+    images = gt["images"]
+    anns_of: dict[Any, list[dict]] = {}
+    for ann in gt["annotations"]:
+        anns_of.setdefault(ann["image_id"], []).append(ann)
+    dets_of = {name: _by_image(dets) for name, dets in runs.items()}
+    rows = []
+    for k in range(n):
+        picks = rng.integers(0, len(images), len(images))
+        new_images, new_anns, new_id = [], [], {}
+        for j, i in enumerate(picks.tolist(), start=1):
+            image = images[i]
+            new_id[j] = image["id"]
+            new_images.append({**image, "id": j})
+            new_anns += [{**a, "id": len(new_anns) + m + 1, "image_id": j} for m, a in enumerate(anns_of.get(image["id"], []))]
+        coco_gt = load_ground_truth({"images": new_images, "annotations": new_anns, "categories": gt["categories"]})
+        for name, by_image in dets_of.items():
+            dets = [{**d, "image_id": j} for j, old in new_id.items() for d in by_image.get(old, [])]
+            rows.append({"resample": k, "run": name, **evaluate_predictions(coco_gt, dets)})
+    return rows
+
+
+def _by_image(dets: list[dict]) -> dict[Any, list[dict]]:
+    grouped: dict[Any, list[dict]] = {}
+    for d in dets:
+        grouped.setdefault(d["image_id"], []).append({k: d[k] for k in ("image_id", "category_id", "bbox", "score")})
+    return grouped

@@ -611,3 +611,39 @@ def test_adamw_warmup_moves_its_first_beta():
     assert all(g["betas"] == (pytest.approx(HYP_SCRATCH["warmup_momentum"]), 0.999) for g in optimizer.param_groups)
     with pytest.raises(ValueError, match="optimizer must be"):
         make_optimizer("lion", model, HYP_SCRATCH, 0.0)
+
+
+def test_bootstrap_over_images_is_paired_and_spreads_only_with_image_dependent_errors():
+    """Perfect detections score AP 1 on every resample; a run against itself differs by 0 on
+    every resample; detections that miss half the images give a spread of AP over resamples."""
+    from scabench.detectors.evaluate import bootstrap_over_images
+
+    images = [{"id": i, "file_name": f"{i}.png", "width": 100, "height": 100} for i in range(1, 9)]
+    anns = [{"id": i, "image_id": i, "category_id": 1, "bbox": [10, 10, 30, 40], "area": 1200, "iscrowd": 0} for i in range(1, 9)]
+    gt = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "box"}]}
+    perfect = [{"image_id": i, "category_id": 1, "bbox": [10, 10, 30, 40], "score": 0.9} for i in range(1, 9)]
+    half = perfect[:4]
+    rows = bootstrap_over_images(gt, {"perfect": perfect, "same": list(perfect), "half": half}, n=12, seed=1)
+    by_run = {name: [r["AP"] for r in rows if r["run"] == name] for name in ("perfect", "same", "half")}
+    assert len(by_run["perfect"]) == 12 and all(ap == pytest.approx(1.0) for ap in by_run["perfect"])
+    assert by_run["same"] == by_run["perfect"]
+    assert len(set(round(ap, 6) for ap in by_run["half"])) > 1 and all(0 < ap < 1 for ap in by_run["half"])
+
+
+def test_evaluate_bootstrap_command(tmp_path):
+    from typer.testing import CliRunner
+
+    from scabench.bench.cli import app
+
+    gt = {"images": [{"id": i, "file_name": f"{i}.png", "width": 64, "height": 64} for i in (1, 2, 3)],
+          "annotations": [{"id": i, "image_id": i, "category_id": 1, "bbox": [5, 5, 20, 20], "area": 400, "iscrowd": 0} for i in (1, 2, 3)],
+          "categories": [{"id": 1, "name": "box"}]}
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    dets = [{"image_id": i, "category_id": 1, "bbox": [5, 5, 20, 20], "score": 0.8} for i in (1, 2)]
+    (tmp_path / "a.json").write_text(json.dumps(dets))
+    (tmp_path / "b.json").write_text(json.dumps(dets[:1]))
+    runner = CliRunner()
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "gt.json"), str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--bootstrap", "5"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "evaluation noise: 5 resamples" in result.output and "b.json - first" in result.output
+    assert runner.invoke(app, ["evaluate", str(tmp_path / "gt.json"), str(tmp_path / "a.json"), str(tmp_path / "b.json")]).exit_code == 2

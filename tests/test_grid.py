@@ -13,31 +13,27 @@ from scabench.bench.grid import canonical_json, config_hash, expand
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "experiments"
 
-QUICK = """\
-name: quick
-data: synthetic-shapes
-detectors:
-  - {name: yolov3-tiny, width: 0.25}
-train: {epochs: 10, img_size: 128, batch_size: 32}
-losses: [iou, giou, diou, ciou, sca]
-seeds: [0]
-"""
-
-
 def grid(text: str, name: str = "g.yaml", check_trainer: bool = False):
     return parse_grid(text, name, check_trainer=check_trainer)
 
 
-def test_quick_yaml_is_the_issue_text_and_expands_to_five_cells():
-    assert (EXPERIMENTS / "quick.yaml").read_text().strip() == QUICK.strip()
-    cells = expand(load_grid(EXPERIMENTS / "quick.yaml"))
-    assert [c.labels["loss"] for c in cells] == ["iou", "giou", "diou", "ciou", "sca"]
+def test_quick_yaml_is_the_paired_benchmark_of_the_five_paper_losses():
+    """The main job (issue 10): the five paper losses x 3 seeds, one recipe for all of them,
+    two one-thread cells at a time; each seed's cells differ in the loss alone."""
+    g = load_grid(EXPERIMENTS / "quick.yaml")
+    cells = expand(g)
+    assert [c.labels["loss"] for c in cells[:5]] == ["iou", "giou", "diou", "ciou", "sca"]
+    assert len(cells) == 15 and sorted({c.config["seed"] for c in cells}) == [0, 1, 2]
     assert {c.labels["detector"] for c in cells} == {"yolov3-tiny (w=0.25)"}
-    sca = cells[-1].config
-    assert sca == {
-        "kind": "train", "data": "synthetic-shapes", "epochs": 10, "img_size": 128, "batch_size": 32,
-        "detector": "yolov3-tiny", "width": 0.25, "loss": "sca", "loss_params": {"alpha": 1.0}, "seed": 0,
-    }
+    assert g.config.resources.cpu_cells_at_once == 2 and g.config.baseline == "iou"
+    for seed in (0, 1, 2):
+        same_seed = [dict(c.config) for c in cells if c.config["seed"] == seed]
+        for config in same_seed:
+            config.pop("loss"), config.pop("loss_params", None)
+        assert all(config == same_seed[0] for config in same_seed)
+    sca = cells[4].config
+    assert sca["hyp"] == {"cls": 2.0, "mosaic": 0.0} and sca["loss_params"] == {"alpha": 1.0}
+    assert (sca["epochs"], sca["img_size"], sca["nominal_batch"], sca["val_interval"]) == (8, 128, 32, 4)
 
 
 @pytest.mark.parametrize("path", sorted(EXPERIMENTS.glob("*.yaml")), ids=lambda p: p.name)
