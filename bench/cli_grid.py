@@ -37,6 +37,7 @@ class Format(str, Enum):
     markdown = "markdown"
     latex = "latex"
     csv = "csv"
+    cells = "cells"
 
 
 class Interval(str, Enum):
@@ -215,7 +216,7 @@ def _results_dir(directory: Path) -> Path:
 @grid_app.command("report")
 def report_command(
     directory: Path = typer.Argument(..., help="results folder of `scabench run`"),
-    fmt: Format = typer.Option(Format.markdown, "--format", "-f", help="markdown, latex or csv"),
+    fmt: Format = typer.Option(Format.markdown, "--format", "-f", help="markdown, latex, csv (the table's long frame) or cells (one row per finished cell)"),
     baseline: Optional[str] = typer.Option(None, "--baseline", "-b", help="loss to compare against \\[default: the grid's, else iou]"),
     metrics: Optional[list[str]] = typer.Option(None, "--metrics", "-m", help="metrics to show, e.g. AP,AP50,AP90 (repeatable) \\[default: AP AP50 AP65 AP75 AP80 AP90]"),
     paper: Optional[bool] = typer.Option(None, "--paper/--no-paper", help="show the paper's published numbers \\[default: the grid's paper: setting]"),

@@ -79,7 +79,7 @@ def train_command(
     hyp_set: Optional[list[str]] = typer.Option(None, "--hyp-set", "-H", help="Hyperparameter override KEY=VALUE (repeatable)."),
     optimizer: Optional[str] = typer.Option(None, help="sgd (the reference) | adamw."),
     close_mosaic: Optional[int] = typer.Option(None, help="Last epochs trained without mosaic."),
-    val_interval: Optional[int] = typer.Option(None, help="Validate every N epochs (the final summary always)."),
+    val_interval: Optional[int] = typer.Option(None, help="Validate every N epochs and the last."),
     bad_data: Optional[str] = typer.Option(None, help="error | skip: what to do with bad annotations or images."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar per epoch."),
 ) -> None:

@@ -94,7 +94,7 @@ class TrainConfig(BaseModel):
         "sgd", description="sgd: nesterov SGD (the reference); adamw: AdamW with betas (momentum, 0.999), as ultralytics picks for short runs"
     )
     close_mosaic: int = Field(0, ge=0, description="last epochs trained without mosaic (ultralytics' close_mosaic; 0: mosaic throughout, as the paper)")
-    val_interval: int = Field(1, ge=1, description="validate every N epochs (rows in between carry no AP); the final summary is always evaluated")
+    val_interval: int = Field(1, ge=1, description="validate every N epochs and the last (rows in between carry no AP); the final summary is always evaluated")
     bad_data: Literal["error", "skip"] = "error"
 
     @field_validator("img_size")

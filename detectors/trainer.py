@@ -253,7 +253,7 @@ class _Run:
         if not self.ctx.main:
             return
         t_val = time.perf_counter()
-        validate = (epoch + 1) % self.config.val_interval == 0
+        validate = (epoch + 1) % self.config.val_interval == 0 or epoch + 1 == self.config.epochs
         metrics = self._validate(ev.IOU_TRAINING) if validate else {}
         t_val = time.perf_counter() - t_val
         record = {

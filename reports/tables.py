@@ -286,6 +286,14 @@ def to_csv(summary: Summary) -> str:
     return summary.frame.to_csv(index=False)
 
 
+def cells_csv(runs: pd.DataFrame) -> str:
+    """One row per finished training cell: its id, detector, loss, seed, settings and final metrics (AP %)."""
+    if runs.empty:
+        return ""
+    frame = runs.sort_values("order", kind="stable").drop(columns=["order"])
+    return frame.rename(columns=lambda c: c.removeprefix("setting:")).to_csv(index=False)
+
+
 def simulation_table(root: str | Path) -> str | None:
     """Final error per loss of a finished convergence study (Markdown), if the folder holds one."""
     for run, state, meta in read_cells(root, "simulate"):
@@ -357,4 +365,6 @@ def report(
         return to_latex(summary)
     if fmt == "csv":
         return to_csv(summary)
-    raise ValueError(f"unknown format {fmt!r}; use markdown, latex or csv")
+    if fmt == "cells":
+        return cells_csv(runs)
+    raise ValueError(f"unknown format {fmt!r}; use markdown, latex, csv or cells")

@@ -408,3 +408,15 @@ def test_report_reads_results_without_torch(tmp_path):
     done = subprocess.run([sys.executable, "-P", "-c", NO_TORCH, str(out)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_cells_format_has_one_row_per_finished_cell_with_its_metrics(tmp_path):
+    """``--format cells`` (cells.csv beside a run's report): every finished cell once, in plan
+    order, with its seed and final metrics in AP points, equal to the raw summaries."""
+    out = make_results(tmp_path, unfinished=1)
+    cells = pd.read_csv(io.StringIO(tables.report(out, fmt="cells")))
+    done = {p.name: json.loads((p / "summary.json").read_text())["metrics"] for p in (out / "cells").iterdir() if (p / "summary.json").exists()}
+    assert sorted(cells["id"]) == sorted(done) and len(done) == len(raw_frame(out))
+    for _, row in cells.iterrows():
+        assert math.isclose(row["AP75"], done[row["id"]]["AP75"] * 100, rel_tol=1e-12)
+        assert row["seed"] in (0, 1, 2)

@@ -11,7 +11,7 @@ CHECKPOINT, LOG, TRAIN_LOG, FAILURE = "last.pt", "log.txt", "train.log", "failur
 PROGRESS, RUN_LOCK, TRAINER_CONFIG = "progress.json", ".lock", "trainer_config.json"
 GRID_COPY, PLAN, GRID_LOCK, CELLS = "grid.yaml", "plan.csv", ".run.lock", "cells"
 FIGURES, SLURM_LOGS = "figures", "slurm"
-REPORTS = {"markdown": "report.md", "latex": "report.tex", "csv": "results.csv"}  # what `scabench run` leaves
+REPORTS = {"markdown": "report.md", "latex": "report.tex", "csv": "results.csv", "cells": "cells.csv"}  # what `scabench run` leaves
 
 Status = Literal["done", "failed", "running", "interrupted", "partial", "pending", "broken"]
 """Where a cell stands: the values of :attr:`CellState.status`."""
