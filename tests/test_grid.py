@@ -13,6 +13,17 @@ from scabench.bench.grid import canonical_json, config_hash, expand
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "experiments"
 
+# A small grid used as a fixture by the hash and expansion tests (the first quick.yaml).
+QUICK = """\
+name: quick
+data: synthetic-shapes
+detectors:
+  - {name: yolov3-tiny, width: 0.25}
+train: {epochs: 10, img_size: 128, batch_size: 32}
+losses: [iou, giou, diou, ciou, sca]
+seeds: [0]
+"""
+
 def grid(text: str, name: str = "g.yaml", check_trainer: bool = False):
     return parse_grid(text, name, check_trainer=check_trainer)
 
