@@ -93,6 +93,7 @@ def plan_table(cells: list, folder: Any = None, title: str | None = None) -> Tab
 
 
 def _check_data(grid: Any) -> None:
+    """The grid's data path exists here (every training cell reads the one ``data:``), else exit 2 at its line."""
     from scabench.bench.config import Problem
 
     data = grid.config.data
@@ -134,9 +135,9 @@ def run_command(
     out = out or Path("results") / grid.name
     n_train = sum(c.kind == "train" for c in cells)
     console.print(plan_table(cells, GridFolder(out), title=f"{grid.name}: {len(cells)} cells ({n_train} training) -> {out}"))
+    _check_data(grid)  # a dry run too: a missing data path is found before anything trains
     if dry_run:
         return
-    _check_data(grid)
     previous = signal.signal(signal.SIGTERM, _sigterm)
     try:
         outcome = run_grid(

@@ -30,12 +30,11 @@ from typing import Iterator
 
 import numpy as np
 import torch
-import yaml
 from PIL import Image, UnidentifiedImageError
 from torchvision.ops import box_convert
 
 from scabench.detectors import augment
-from scabench.detectors.readers import BadDataError, ImageRecord, Problems, list_images, read_coco, read_yolo
+from scabench.detectors.readers import BadDataError, ImageRecord, Problems, list_images, read_coco, read_dataset_yaml, read_yolo
 from scabench.detectors.synthetic import TRAIN_SIZE, VAL_SIZE, ensure_synthetic_shapes
 
 RAM_CACHE_BYTES = int(os.environ.get("SCABENCH_RAM_CACHE_MB", "2048")) * 2**20
@@ -126,39 +125,28 @@ def _coco_dataset(train_json: Path, val_json: Path, problems: Problems, root: Pa
     else:
         train_records = []
     names = [str(c.get("name", c["id"])) for c in cats]
-    return DatasetInfo(names, [c["id"] for c in cats], Split(train_records, str(train_json)), Split(val_records, str(val_json)), problems, where)
+    return _usable(DatasetInfo(names, [c["id"] for c in cats], Split(train_records, str(train_json)), Split(val_records, str(val_json)), problems, where), splits)
 
 
 def _yaml_dataset(path: Path, problems: Problems, splits) -> DatasetInfo:
-    try:
-        spec = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise BadDataError(f"{path}: cannot read dataset yaml: {exc}") from None
-    if not isinstance(spec, dict) or "val" not in spec or "train" not in spec:
-        raise BadDataError(f"{path}: a dataset yaml needs 'train' and 'val' keys")
-    root = Path(spec.get("path", path.parent)).expanduser()
-    root = root if root.is_absolute() else path.parent / root
-    names = spec.get("names")
-    if isinstance(names, dict):
-        names = [names[k] for k in sorted(names)]
-    if names is None:
-        if "nc" not in spec:
-            raise BadDataError(f"{path}: give 'names' (list or mapping) or 'nc'")
-        names = [str(i) for i in range(int(spec["nc"]))]
-    names = [str(n) for n in names]
+    spec = read_dataset_yaml(path)
+    if isinstance(spec.val, str) and spec.val.endswith(".json"):
+        if not isinstance(spec.train, str):
+            raise BadDataError(f"{path}: with a COCO json as val, train is one json file too, got {spec.train!r}")
+        return _coco_dataset(spec.resolve(spec.train), spec.resolve(spec.val), problems, spec.root, str(path), splits)
+    nc = len(spec.names)
+    val_records = read_yolo(list_images(spec.val, spec.root, path), nc, problems, first_id=1)
+    train_records = read_yolo(list_images(spec.train, spec.root, path), nc, problems, first_id=1) if "train" in splits else []
+    return _usable(DatasetInfo(spec.names, list(range(nc)), Split(train_records, str(spec.train)), Split(val_records, str(spec.val)), problems, str(path)), splits)
 
-    def resolve(key: str) -> Path:
-        p = Path(spec[key])
-        return p if p.is_absolute() else root / p
 
-    if str(spec["val"]).endswith(".json"):
-        train_json = resolve("train")
-        return _coco_dataset(train_json, resolve("val"), problems, root, str(path), splits)
-    val_records = read_yolo(list_images(spec["val"], root, path), len(names), problems, first_id=1)
-    train_records = []
-    if "train" in splits:
-        train_records = read_yolo(list_images(spec["train"], root, path), len(names), problems, first_id=1)
-    return DatasetInfo(names, list(range(len(names))), Split(train_records, str(spec["train"])), Split(val_records, str(spec["val"])), problems, str(path))
+def _usable(info: DatasetInfo, splits) -> DatasetInfo:
+    """``info``, unless a split that was read kept no image (all bad and skipped): a ``BadDataError``."""
+    for name in splits:
+        split = getattr(info, name)
+        if not split.records:
+            raise BadDataError(f"{split.source}: no usable images in the {name} split ({info.problems.summary()})")
+    return info
 
 
 # --------------------------------------------------------------------------------------

@@ -5,6 +5,8 @@ fractions, read from COCOeval's precision array ``[T, R, K, A, M]`` by index (RE
 thresholds 0.50:0.05:0.95 so AP50/65/75/80/90 are t = 0/3/5/6/8; area "all" and 100
 detections per image for the AP columns, small/medium/large over all thresholds for APs/m/l.
 A value with nothing to average (e.g. APl without large objects) is -1, as pycocotools prints.
+Inputs are checked before pycocotools sees them: a bad entry is a ``BadDataError`` naming the
+file, the entry and the key, never a KeyError from inside pycocotools.
 """
 
 from __future__ import annotations
@@ -20,6 +22,11 @@ import numpy as np
 import torch
 from torch import Tensor
 from torchvision.ops import batched_nms, box_convert
+
+from scabench.detectors.readers import (
+    CATEGORY_ID, EVALUATION_KEYS, FINITE_XYWH, IMAGE_ID, BadDataError, Key, Problems, coco_entries, entry_problem,
+    is_finite_number, is_finite_xywh,
+)  # fmt: skip
 
 METRICS = ("AP", "AP50", "AP65", "AP75", "AP80", "AP90", "APs", "APm", "APl")
 _THRESHOLD_INDEX = {"AP50": 0, "AP65": 3, "AP75": 5, "AP80": 6, "AP90": 8}
@@ -42,36 +49,61 @@ def _read_json(path: str | Path, what: str) -> Any:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise FileNotFoundError(f"{what} file not found: {path}") from None
-    except json.JSONDecodeError as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path}: not valid JSON: {exc}") from None
 
 
 def load_ground_truth(gt: str | Path | dict):
-    """A pycocotools ``COCO`` index of a ground-truth file or dict (load once, evaluate often)."""
+    """A pycocotools ``COCO`` index of a ground-truth file or dict (load once, evaluate often).
+
+    Every entry is checked first (:data:`readers.EVALUATION_KEYS`: the keys pycocotools reads,
+    ids unique, annotations of known images and categories); a problem is a ``BadDataError``
+    naming the file, section, index and key. An annotation id 0 is given the next free id in
+    the index (the dict is not changed): pycocotools reads a match to id 0 as no match.
+    """
     from pycocotools.coco import COCO
 
+    source = "ground truth" if isinstance(gt, dict) else str(gt)
     if not isinstance(gt, dict):
         gt = _read_json(gt, "ground truth")
-    for key in ("images", "annotations", "categories"):
-        if key not in gt:
-            raise ValueError(f"ground truth has no '{key}': not a COCO detection file")
+    coco_entries(gt, source, Problems("error", hint=""), keys=EVALUATION_KEYS)
     coco = COCO()
     coco.dataset = copy.deepcopy(gt)
+    anns = coco.dataset["annotations"]
+    for ann in (a for a in anns if a["id"] == 0):  # ids are unique: one at most
+        ann["id"] = max(a["id"] for a in anns) + 1
     with _quiet():
         coco.createIndex()
     return coco
 
 
+DETECTION_KEYS = (IMAGE_ID, CATEGORY_ID, Key("bbox", is_finite_xywh, FINITE_XYWH), Key("score", is_finite_number, "a finite number"))
+
+
 def load_detections(dets: str | Path | list) -> list[dict]:
-    """A COCO results list from a file (or a list), each entry checked for its four keys."""
+    """A COCO results list from a file (or a list), each entry's four keys checked (``BadDataError``
+    naming the file, the detection's index and the key)."""
+    source = "detections" if isinstance(dets, list) else str(dets)
     if isinstance(dets, (str, Path)):
         dets = _read_json(dets, "detections")
     if not isinstance(dets, list):
-        raise ValueError("detections must be a COCO results list of {image_id, category_id, bbox, score}")
+        raise BadDataError(f"{source}: detections must be a COCO results list of {{image_id, category_id, bbox, score}}")
     for k, d in enumerate(dets):
-        if not (isinstance(d, dict) and {"image_id", "category_id", "bbox", "score"} <= set(d)):
-            raise ValueError(f"detection {k} lacks one of image_id, category_id, bbox, score: {d!r}")
+        problem = entry_problem(d, DETECTION_KEYS)
+        if problem is not None:
+            raise BadDataError(f"{source}: detection {k}: {problem[1]}")
     return dets
+
+
+def check_detections_against(coco_gt, dets: list[dict], source: str = "detections") -> None:
+    """Every detection's image and category are the ground truth's (``BadDataError`` naming the first that is not)."""
+    images, categories = set(coco_gt.getImgIds()), set(coco_gt.getCatIds())
+    for k, d in enumerate(dets):
+        if d["image_id"] not in images:
+            raise BadDataError(f"{source}: detection {k}: image_id {d['image_id']} is not an image of the ground truth")
+        if d["category_id"] not in categories:
+            shown = sorted(categories)[:20]
+            raise BadDataError(f"{source}: detection {k}: category_id {d['category_id']} is not a category of the ground truth ({shown})")
 
 
 def metrics_from_eval(coco_eval) -> dict[str, float]:
@@ -186,13 +218,18 @@ def _results_index(coco_gt, dets: list[dict], copy_dets: bool = True):
 def evaluate_coco(gt_json: str | Path | dict | Any, dets_json: str | Path | list) -> dict[str, float]:
     """COCO box metrics of a results list against ground truth (paths, or loaded dict / list).
 
-    Any image and category ids work; detections of images not in the ground truth are an error
-    (as in pycocotools). No detections at all gives zeros. Detections are read as pycocotools'
-    ``loadRes`` reads them (area = w * h, ids in list order) and evaluated with COCOeval
-    (``iouType="bbox"``, default parameters); the matching step skips detections that cannot
-    match (exact, see ``FastCOCOeval``).
+    Any image and category ids work; both inputs are checked (:func:`load_ground_truth`,
+    :func:`load_detections`, :func:`check_detections_against`: a detection of an image or a
+    category the ground truth lacks is an error). No detections at all gives 0 where the
+    ground truth has boxes in the metric's area range and -1 where it has none, as COCOeval.
+    Detections are read as pycocotools' ``loadRes`` reads them (area = w * h, ids in list
+    order) and evaluated with COCOeval (``iouType="bbox"``, default parameters); the matching
+    step skips detections that cannot match (exact, see ``FastCOCOeval``).
     """
-    return _evaluate(gt_json, load_detections(dets_json), copy_dets=True)
+    coco_gt = gt_json if hasattr(gt_json, "getImgIds") else load_ground_truth(gt_json)
+    dets = load_detections(dets_json)
+    check_detections_against(coco_gt, dets, "detections" if isinstance(dets_json, list) else str(dets_json))
+    return _evaluate(coco_gt, dets, copy_dets=True)
 
 
 def evaluate_predictions(coco_gt, dets: list[dict]) -> dict[str, float]:
@@ -204,14 +241,7 @@ def evaluate_predictions(coco_gt, dets: list[dict]) -> dict[str, float]:
     return _evaluate(coco_gt, dets, copy_dets=False)
 
 
-def _evaluate(gt_json, dets: list[dict], copy_dets: bool) -> dict[str, float]:
-    coco_gt = gt_json if hasattr(gt_json, "getImgIds") else load_ground_truth(gt_json)
-    if not dets:
-        return {k: 0.0 for k in METRICS}
-    known = set(coco_gt.getImgIds())
-    unknown = {d["image_id"] for d in dets} - known
-    if unknown:
-        raise ValueError(f"detections refer to image ids not in the ground truth: {sorted(unknown)[:10]}")
+def _evaluate(coco_gt, dets: list[dict], copy_dets: bool) -> dict[str, float]:
     with _quiet():
         coco_dt = _results_index(coco_gt, dets, copy_dets)
         ev = _fast_coco_eval_class()(coco_gt, coco_dt, "bbox")
@@ -295,14 +325,20 @@ def predict(model, loader, device: torch.device, category_ids: list[int], iou: f
     return results
 
 
-def bootstrap_over_images(gt: dict, runs: dict[str, list[dict]], *, n: int = 100, seed: int = 0) -> list[dict]:
+def bootstrap_over_images(gt: str | Path | dict, runs: dict[str, list[dict]], *, n: int = 100, seed: int = 0) -> list[dict]:
     """Evaluation noise: every run's metrics on ``n`` resamples of the validation images.
 
     Each resample draws the ground truth's images with replacement (a drawn twice image counts
     twice, under a new id), the same draw for every run, so the spread of a *paired* difference
     over resamples is the part of it that the choice of validation images explains; compare it
     with the spread over training seeds. Returns rows ``{"resample": k, "run": name, **metrics}``.
+    The ground truth (a path or dict) and each run (named by its file) are checked first, as in
+    :func:`evaluate_coco`.
     """
+    checked = load_ground_truth(gt)
+    for name, dets in runs.items():
+        check_detections_against(checked, load_detections(dets), name)
+    gt = checked.dataset
     rng = np.random.default_rng(seed)
     images = gt["images"]
     anns_of: dict[Any, list[dict]] = {}

@@ -1,29 +1,36 @@
 """Annotation readers: COCO json and YOLO txt into :class:`ImageRecord` lists, with bad-data checks.
 
 Bad data (missing or corrupt image, box outside the image, zero-area or non-finite box, unknown
-category, malformed line) raises :class:`BadDataError` naming the file and the annotation, or
-with ``bad_data="skip"`` drops that annotation (or image) and counts it (:class:`Problems`).
-YOLO labels are ``labels/<name>.txt`` beside ``images/<name>.<ext>``: one line per object,
-``class x_centre y_centre width height``, normalised to [0, 1]. :mod:`detectors.data` decides
-which files a dataset is made of and feeds the records to torch.
+category, malformed line, a COCO entry without a key it needs or with a value of the wrong type,
+two entries with one id) raises :class:`BadDataError` naming the file and the entry (its section
+and index: ``images[3]``), or with ``bad_data="skip"`` drops that entry (an image with its
+annotations; both entries that share an id) and counts it (:class:`Problems`). YOLO labels are
+``labels/<name>.txt`` beside ``images/<name>.<ext>``: one line per object,
+``class x_centre y_centre width height``, normalised to [0, 1]. :func:`coco_entries` is also
+what ``scabench evaluate`` checks a ground truth with. :mod:`detectors.data` decides which files
+a dataset is made of and feeds the records to torch.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
+import yaml
 from PIL import Image, UnidentifiedImageError
 from torchvision.ops import box_convert
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 BOX_TOLERANCE = 1.0  # px a COCO box may stick out of its image (rounding) before it is an error
+SKIP_HINT = " (use bad_data='skip' / --bad-data skip to drop such data and count it)"
+
 
 class BadDataError(ValueError):
     """A dataset problem, naming the file and the annotation (or label line) at fault."""
@@ -32,16 +39,17 @@ class BadDataError(ValueError):
 class Problems:
     """Collects bad-data findings: raises at once (``error``) or counts them (``skip``)."""
 
-    def __init__(self, policy: str):
+    def __init__(self, policy: str, hint: str = SKIP_HINT):
         if policy not in ("error", "skip"):
             raise ValueError(f"bad_data must be 'error' or 'skip', got {policy!r}")
         self.policy = policy
+        self.hint = hint  # appended to an error (where there is no skip, e.g. scabench evaluate: "")
         self.counts: Counter[str] = Counter()
         self.examples: list[str] = []
 
     def __call__(self, kind: str, message: str) -> None:
         if self.policy == "error":
-            raise BadDataError(message + " (use bad_data='skip' / --bad-data skip to drop such data and count it)")
+            raise BadDataError(message + self.hint)
         self.counts[kind] += 1
         if len(self.examples) < 20:
             self.examples.append(message)
@@ -70,7 +78,6 @@ class ImageRecord:
     annotations: list[dict] = field(default_factory=list)  # COCO ground truth (incl. crowd)
 
 
-
 def _convert(boxes: list[list[float]], in_fmt: str, out_fmt: str) -> list[list[float]]:
     """``box_convert`` of plain lists (float64, so the numbers are Python's own arithmetic)."""
     return box_convert(torch.tensor(boxes, dtype=torch.float64).reshape(-1, 4), in_fmt, out_fmt).tolist()
@@ -90,7 +97,7 @@ def _image_size(path: Path, problems: Problems, where: str) -> tuple[int, int] |
     try:
         with Image.open(path) as im:
             return im.size
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         problems("corrupt image", f"{where}: cannot read image {path}: {exc}")
         return None
 
@@ -125,47 +132,190 @@ def _resolve_image_dir(json_path: Path, file_names: list[str], root: Path | None
     return base
 
 
+# --------------------------------------------------------------------------------------
+# COCO json: the entries checked key by key, ids unique, then the records
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_finite_number(value: Any) -> bool:
+    """An int or float (not a bool) that is finite: what a score or a size may be."""
+    return _is_number(value) and math.isfinite(value)
+
 
 def _is_xywh(bbox: Any) -> bool:
-    return isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)
+    """Four numbers; their values (finite, positive size) are the box checks' business."""
+    return isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(_is_number(v) for v in bbox)
 
 
-def _read_json(json_path: Path) -> dict:
+def is_finite_xywh(bbox: Any) -> bool:
+    """``[x, y, width, height]`` of finite numbers with width and height >= 0 (detections, ground truth)."""
+    return _is_xywh(bbox) and all(math.isfinite(v) for v in bbox) and bbox[2] >= 0 and bbox[3] >= 0
+
+
+@dataclass(frozen=True)
+class Key:
+    """A key of a json entry: what its value must be (in words, for the message) and whether it must be there."""
+
+    name: str
+    check: Callable[[Any], bool]
+    must_be: str
+    required: bool = True
+
+
+def _size(name: str) -> Key:
+    return Key(name, lambda v: _is_int(v) and v > 0, "a positive integer", required=False)
+
+
+def _crowd_and_area(required: bool) -> tuple[Key, Key]:
+    return Key("iscrowd", lambda v: v in (0, 1), "0 or 1", required), Key("area", lambda v: is_finite_number(v) and v >= 0, "a finite number >= 0", required)
+
+
+ID, IMAGE_ID, CATEGORY_ID = (Key(name, _is_int, "an integer") for name in ("id", "image_id", "category_id"))
+FINITE_XYWH = "[x, y, width, height] of finite numbers, width and height >= 0"
+FILE_NAME = Key("file_name", lambda v: isinstance(v, str) and bool(v.strip()), "a file name")
+# What a training split needs; what pycocotools reads of a ground truth (scabench evaluate).
+TRAINING_KEYS = {
+    "categories": (ID,), "images": (ID, FILE_NAME, _size("width"), _size("height")),
+    "annotations": (ID, IMAGE_ID, CATEGORY_ID, Key("bbox", _is_xywh, "[x, y, width, height]"), *_crowd_and_area(False)),
+}  # fmt: skip
+EVALUATION_KEYS = {
+    "categories": (ID,), "images": (ID,),
+    "annotations": (ID, IMAGE_ID, CATEGORY_ID, Key("bbox", is_finite_xywh, FINITE_XYWH), *_crowd_and_area(True)),
+}  # fmt: skip
+_NOUN = {"images": "image", "annotations": "annotation", "categories": "category"}
+
+
+def entry_problem(entry: Any, keys: tuple[Key, ...]) -> tuple[str, str] | None:
+    """(kind, text) of what is wrong with a json entry, or None: not an object, a key missing, a value of the wrong type."""
+    if not isinstance(entry, dict):
+        names = ", ".join(k.name for k in keys if k.required)
+        return "malformed entry", f"expected an object with keys {names}, got {entry!r}"
+    for key in keys:
+        if key.name not in entry:
+            if key.required:
+                return f"missing {key.name}", f"missing key {key.name!r}"
+        elif not key.check(entry[key.name]):
+            kind = "malformed box" if key.name == "bbox" else f"malformed {key.name}"
+            return kind, f"{key.name} must be {key.must_be}, got {entry[key.name]!r}"
+    return None
+
+
+@dataclass
+class CocoEntries:
+    """The usable entries of a COCO json: images and categories by id, annotations with their place."""
+
+    images: dict[int, tuple[int, dict]]  # id -> (index in images, entry), in file order
+    categories: list[dict]  # sorted by id
+    annotations: list[tuple[str, dict]]  # ("file: annotations[i], annotation id n (image ...)", entry), known image and category
+
+
+def _name(section: str, i: int, entry: Any, images: dict | None = None, with_id: bool = True) -> str:
+    """``images[3], image id 7 ('a.jpg')``: how a message names an entry (an annotation with its image)."""
+    text = f"{section}[{i}]"
+    if not isinstance(entry, dict):
+        return text
+    if with_id and _is_int(entry.get("id")):
+        text += f", {_NOUN[section]} id {entry['id']}"
+    if section != "annotations":
+        label = entry.get("file_name" if section == "images" else "name")
+        return text + (f" ('{label}')" if isinstance(label, str) else "")
+    image_id = entry.get("image_id")
+    if images is not None and _is_int(image_id) and image_id in images:
+        file_name = images[image_id][1].get("file_name")
+        text += f" (image id {image_id}" + (f", '{file_name}')" if isinstance(file_name, str) else ")")
+    return text
+
+
+def _unique(source: str, section: str, entries: list, keys: tuple[Key, ...], problems: Problems, images: dict | None = None):
+    """The well-formed entries of a section by id, and the ids that two entries share (both dropped)."""
+    by_id: dict[int, list[tuple[int, dict]]] = {}
+    for i, entry in enumerate(entries):
+        problem = entry_problem(entry, keys)
+        if problem is not None:
+            problems(problem[0], f"{source}: {_name(section, i, entry, images)}: {problem[1]}")
+            continue
+        by_id.setdefault(entry["id"], []).append((i, entry))
+    unique, shared = {}, set()
+    for id_, group in by_id.items():
+        if len(group) == 1:
+            unique[id_] = group[0]
+            continue
+        shared.add(id_)
+        named = " and ".join(_name(section, i, entry, images, with_id=False) for i, entry in group)
+        for _ in group:
+            problems(f"duplicate {_NOUN[section]} id", f"{source}: {named} have the same {_NOUN[section]} id {id_}")
+    return unique, shared
+
+
+def coco_entries(data: Any, source: str, problems: Problems, keys=TRAINING_KEYS, categories: list[dict] | None = None) -> CocoEntries:
+    """Check a COCO json's entries key by key and their ids; what is left is safe to index.
+
+    An entry with a problem is dropped; so are both entries of an id two of them share, and the
+    annotations of a dropped image (counted with it) or of a dropped category (counted). Given
+    ``categories`` (a training split read with the validation split's), the file's own
+    categories are not read.
+    """
+    for section in _NOUN:
+        if not isinstance(data, dict) or not isinstance(data.get(section), list):
+            raise BadDataError(f"{source}: not a COCO detection file (no '{section}' list)")
+    dropped_categories: set = set()
+    if categories is None:
+        by_id, dropped_categories = _unique(source, "categories", data["categories"], keys["categories"], problems)
+        categories = sorted((entry for _, entry in by_id.values()), key=lambda c: c["id"])
+    images, dropped_images = _unique(source, "images", data["images"], keys["images"], problems)
+    anns, _ = _unique(source, "annotations", data["annotations"], keys["annotations"], problems, images)
+    known = {c["id"] for c in categories}
+    annotations = []
+    for i, ann in anns.values():
+        where = f"{source}: {_name('annotations', i, ann, images)}"
+        if ann["image_id"] not in images:
+            if ann["image_id"] not in dropped_images:
+                problems("unknown image", f"{where}: refers to unknown image id {ann['image_id']}")
+        elif ann["category_id"] in dropped_categories:
+            problems("annotation of a dropped category", f"{where}: its category_id {ann['category_id']} was dropped")
+        elif ann["category_id"] not in known:
+            problems("unknown category", f"{where}: unknown category_id {ann['category_id']} (known: {sorted(known)})")
+        else:
+            annotations.append((where, ann))
+    return CocoEntries(images, categories, annotations)
+
+
+def _read_json(json_path: Path) -> Any:
     try:
-        data = json.loads(json_path.read_text())
+        return json.loads(json_path.read_text())
     except FileNotFoundError:
         raise BadDataError(f"{json_path}: annotation file not found") from None
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadDataError(f"{json_path}: cannot read COCO json: {exc}") from None
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(data.get(key), list):
-            raise BadDataError(f"{json_path}: not a COCO detection file (no '{key}' list)")
-    return data
 
 
 def read_coco(json_path: Path, problems: Problems, image_root: Path | None = None, categories: list[dict] | None = None):
-    """Read a COCO annotation file; returns (records, categories sorted by id)."""
+    """Read a COCO annotation file; returns (records, categories sorted by id). No annotations at all warns."""
     data = _read_json(json_path)
-    cats = sorted(data["categories"], key=lambda c: c["id"]) if categories is None else categories
-    cat_index = {c["id"]: i for i, c in enumerate(cats)}
-    images = {im["id"]: im for im in data["images"]}
-    by_image: dict[Any, list[dict]] = {i: [] for i in images}
-    for ann in data["annotations"]:
-        if ann.get("image_id") not in images:
-            problems(
-                "unknown image", f"{json_path}: annotation id {ann.get('id')} refers to unknown image id {ann.get('image_id')}"
-            )
-            continue
-        by_image[ann["image_id"]].append(ann)
-    image_dir = _resolve_image_dir(json_path, [im["file_name"] for im in data["images"]], image_root)
-    records = [_coco_record(json_path, image_dir, im, by_image[image_id], cat_index, problems) for image_id, im in images.items()]
-    return [r for r in records if r is not None], cats
+    entries = coco_entries(data, str(json_path), problems, categories=categories)
+    if not data["annotations"]:
+        warnings.warn(f"{json_path}: no annotations at all: every image trains and evaluates as background", stacklevel=2)
+    cat_index = {c["id"]: k for k, c in enumerate(entries.categories)}
+    by_image: dict[int, list[tuple[str, dict]]] = {image_id: [] for image_id in entries.images}
+    for where, ann in entries.annotations:
+        by_image[ann["image_id"]].append((where, ann))
+    image_dir = _resolve_image_dir(json_path, [im["file_name"] for _, im in entries.images.values()], image_root)
+    records = [
+        _coco_record(f"{json_path}: {_name('images', i, im)}", image_dir / im["file_name"], im, by_image[image_id], cat_index, problems)
+        for image_id, (i, im) in entries.images.items()
+    ]
+    return [r for r in records if r is not None], entries.categories
 
 
-def _coco_record(json_path: Path, image_dir: Path, im: dict, anns: list[dict], cat_index: dict, problems: Problems) -> ImageRecord | None:
-    """One image's record, its annotations checked in file order; None when the image is unusable."""
-    image_id, path = im["id"], image_dir / im["file_name"]
-    where = f"{json_path}: image id {image_id} ('{im['file_name']}')"
+def _coco_record(where: str, path: Path, im: dict, anns: list[tuple[str, dict]], cat_index: dict, problems: Problems) -> ImageRecord | None:
+    """One image's record, its (well-formed) annotations' boxes checked in file order; None when the image is unusable."""
     size = _image_size(path, problems, where)
     if size is None:
         return None
@@ -173,31 +323,82 @@ def _coco_record(json_path: Path, image_dir: Path, im: dict, anns: list[dict], c
     if (im.get("width"), im.get("height")) not in ((w, h), (None, None)):
         problems("image size mismatch", f"{where}: the json says {im.get('width')}x{im.get('height')} but the file is {w}x{h}")
         return None
-    well_formed = [_is_xywh(ann.get("bbox")) for ann in anns]
-    converted = iter(_convert([a["bbox"] for a, ok in zip(anns, well_formed) if ok], "xywh", "xyxy"))
     boxes, classes, gt, gt_boxes = [], [], [], []
-    for ann, ok in zip(anns, well_formed):
-        xyxy = next(converted) if ok else None
-        where_ann = f"{json_path}: annotation id {ann.get('id')} (image id {image_id}, '{im['file_name']}')"
-        if ann.get("category_id") not in cat_index:
-            problems("unknown category", f"{where_ann}: unknown category_id {ann.get('category_id')} (known: {sorted(cat_index)})")
-            continue
-        if xyxy is None:
-            problems("malformed box", f"{where_ann}: bbox must be [x, y, width, height], got {ann.get('bbox')!r}")
-            continue
+    for (where_ann, ann), xyxy in zip(anns, _convert([a["bbox"] for _, a in anns], "xywh", "xyxy")):
         xyxy = _check_xyxy(xyxy, w, h, problems, where_ann, BOX_TOLERANCE)
         if xyxy is None:
             continue
         crowd = int(ann.get("iscrowd", 0))
-        area = float(ann["area"]) if isinstance(ann.get("area"), (int, float)) else float(ann["bbox"][2]) * float(ann["bbox"][3])
-        gt.append(_ground_truth(image_id, ann.get("id", len(gt) + 1), ann["category_id"], [], area, crowd))
+        area = float(ann["area"]) if "area" in ann else float(ann["bbox"][2]) * float(ann["bbox"][3])
+        gt.append(_ground_truth(im["id"], ann["id"], ann["category_id"], [], area, crowd))
         gt_boxes.append(xyxy)
         if not crowd:
             boxes.append(xyxy)
             classes.append(cat_index[ann["category_id"]])
     for g, xywh in zip(gt, _convert(gt_boxes, "xyxy", "xywh")):
         g["bbox"] = xywh
-    return _record(path, image_id, w, h, boxes, classes, gt)
+    return _record(path, im["id"], w, h, boxes, classes, gt)
+
+
+
+# --------------------------------------------------------------------------------------
+# YOLO: the dataset yaml, image lists and label files
+
+
+@dataclass
+class DatasetYaml:
+    """A checked YOLO dataset yaml: its root folder, class names and ``train`` / ``val`` sources."""
+
+    path: Path
+    root: Path
+    names: list[str]
+    train: str | list[str]
+    val: str | list[str]
+
+    def resolve(self, source: str) -> Path:
+        p = Path(source).expanduser()
+        return p if p.is_absolute() else self.root / p
+
+
+def read_dataset_yaml(path: Path) -> DatasetYaml:
+    """Read a dataset yaml (``path``, ``train``, ``val``, ``names`` and/or ``nc``); every problem names the file."""
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise BadDataError(f"{path}: cannot read dataset yaml: {exc}") from None
+    if not isinstance(spec, dict):
+        raise BadDataError(f"{path}: a dataset yaml is a mapping of path, train, val and names (or nc), got {spec!r}")
+    if "val" not in spec or "train" not in spec:
+        raise BadDataError(f"{path}: a dataset yaml needs 'train' and 'val' keys")
+    for key in ("train", "val"):
+        value = spec[key]
+        if not (isinstance(value, str) or (isinstance(value, list) and value and all(isinstance(v, str) for v in value))):
+            raise BadDataError(f"{path}: {key} must be a path or a list of paths, got {value!r}")
+    folder = spec.get("path", str(path.parent))
+    if not isinstance(folder, str):
+        raise BadDataError(f"{path}: path must be a folder (the root of train and val), got {folder!r}")
+    root = Path(folder).expanduser()
+    return DatasetYaml(path, root if root.is_absolute() else path.parent / root, _class_names(spec, path), spec["train"], spec["val"])
+
+
+def _class_names(spec: dict, path: Path) -> list[str]:
+    """``names`` (a list, or a mapping of 0..n-1) checked against ``nc``; ``nc`` alone names classes 0..nc-1."""
+    names, nc = spec.get("names"), spec.get("nc")
+    if nc is not None and not (isinstance(nc, int) and not isinstance(nc, bool) and nc > 0):
+        raise BadDataError(f"{path}: nc must be a positive integer, got {nc!r}")
+    if isinstance(names, dict):
+        if set(names) != set(range(len(names))):
+            raise BadDataError(f"{path}: names as a mapping needs the keys 0..{len(names) - 1}, got {list(names)}")
+        names = [names[k] for k in range(len(names))]
+    if names is None:
+        if nc is None:
+            raise BadDataError(f"{path}: give 'names' (list or mapping) or 'nc'")
+        return [str(i) for i in range(nc)]
+    if not isinstance(names, list) or not names or any(isinstance(n, (dict, list)) or n is None for n in names):
+        raise BadDataError(f"{path}: names must be a list or a mapping of class names, got {names!r}")
+    if nc is not None and nc != len(names):
+        raise BadDataError(f"{path}: nc is {nc} but names has {len(names)} entries")
+    return [str(n) for n in names]
 
 
 def _label_path(image: Path) -> Path:
@@ -210,34 +411,61 @@ def _label_path(image: Path) -> Path:
 
 
 def list_images(spec: Any, root: Path, yaml_path: Path) -> list[Path]:
-    """Image paths of a dataset yaml's ``train``/``val`` entry: folders (searched), list files or both."""
+    """Image paths of a dataset yaml's ``train``/``val`` entry: folders (searched), list files or both.
+
+    A source that does not exist, cannot be read or holds no images is a ``BadDataError``.
+    """
     items = spec if isinstance(spec, list) else [spec]
     out: list[Path] = []
     for item in items:
         p = Path(item)
         p = p if p.is_absolute() else root / p
         if p.is_dir():
-            out += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_EXTENSIONS)
+            found = sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_EXTENSIONS)
         elif p.suffix == ".txt" and p.is_file():
-            for line in p.read_text().splitlines():
-                line = line.strip()
-                if line:
-                    q = Path(line)
-                    out.append(q if q.is_absolute() else (p.parent / q if (p.parent / q).exists() else root / q))
+            found = _listed_images(p, root, yaml_path)
         else:
             raise BadDataError(f"{yaml_path}: image source {item!r} not found (resolved to {p})")
+        if not found:
+            raise BadDataError(f"{yaml_path}: image source {item!r} holds no images (resolved to {p}; extensions {', '.join(IMAGE_EXTENSIONS)})")
+        out += found
     return out
 
 
+def _listed_images(list_file: Path, root: Path, yaml_path: Path) -> list[Path]:
+    """The images a list file names, one a line, relative to the list's folder or else the root."""
+    try:
+        lines = list_file.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadDataError(f"{yaml_path}: cannot read image list {list_file}: {exc}") from None
+    out = []
+    for line in (line.strip() for line in lines):
+        if line:
+            q = Path(line)
+            out.append(q if q.is_absolute() else (list_file.parent / q if (list_file.parent / q).exists() else root / q))
+    return out
 
 
 def read_yolo(images: list[Path], nc: int, problems: Problems, first_id: int = 1) -> list[ImageRecord]:
-    """Records of YOLO-labelled images (ids from ``first_id`` in list order); see the module docstring."""
+    """Records of YOLO-labelled images (ids from ``first_id`` in list order); see the module docstring.
+
+    Images without a label file are background; when no image has a single label line, a
+    warning says so (labels in the wrong folder would otherwise train an empty detector).
+    """
     records = []
     for k, path in enumerate(images):
         size = _image_size(path, problems, f"image {path}")
-        if size is not None:
-            records.append(_yolo_record(path, first_id + k, *size, nc, problems))
+        record = None if size is None else _yolo_record(path, first_id + k, *size, nc, problems)
+        if record is not None:
+            records.append(record)
+    labels = [_label_path(p) for p in images] if not any(r.annotations for r in records) else []
+    if labels and not any(label.is_file() and label.stat().st_size for label in labels):
+        label = labels[0]
+        state = "empty" if label.is_file() else "missing"
+        warnings.warn(
+            f"{len(images)} images and no labels at all (e.g. {label} is {state}; labels are labels/<name>.txt "
+            "beside images/<name>.<ext>): every image trains and evaluates as background", stacklevel=2,
+        )  # fmt: skip
     return records
 
 
@@ -249,10 +477,24 @@ def _parse_label_line(line: str) -> list[float] | None:
     return values if len(values) == 5 else None
 
 
-def _yolo_record(path: Path, image_id: int, w: int, h: int, nc: int, problems: Problems) -> ImageRecord:
-    """One image's record from its label file, lines checked in order."""
+def _label_lines(label: Path, path: Path, problems: Problems) -> list[tuple[int, str]] | None:
+    """The label file's non-empty lines, numbered from 1 (none without a file); None if it cannot be read."""
+    if not label.exists():
+        return []
+    try:
+        text = label.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        problems("unreadable label", f"{label}: cannot read the label file of image {path}: {exc}")
+        return None
+    return [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+
+
+def _yolo_record(path: Path, image_id: int, w: int, h: int, nc: int, problems: Problems) -> ImageRecord | None:
+    """One image's record from its label file, lines checked in order; None when its labels cannot be read."""
     label = _label_path(path)
-    lines = [(n, line) for n, line in enumerate(label.read_text().splitlines() if label.is_file() else [], 1) if line.strip()]
+    lines = _label_lines(label, path, problems)
+    if lines is None:
+        return None
     parsed = [_parse_label_line(line) for _, line in lines]
     normalised = iter(_convert([v[1:] for v in parsed if v is not None], "cxcywh", "xyxy"))
     boxes, classes, gt, gt_boxes = [], [], [], []
@@ -263,7 +505,7 @@ def _yolo_record(path: Path, image_id: int, w: int, h: int, nc: int, problems: P
             continue
         x1, y1, x2, y2 = next(normalised)
         cls = values[0]
-        if cls != int(cls) or not 0 <= cls < nc:
+        if not (math.isfinite(cls) and cls.is_integer() and 0 <= cls < nc):
             problems("unknown category", f"{where}: class {line.split()[0]} not in 0..{nc - 1}")
             continue
         xyxy = _check_xyxy([x1 * w, y1 * h, x2 * w, y2 * h], w, h, problems, where, tolerance=max(w, h) * 1e-3 + 0.5)

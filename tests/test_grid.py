@@ -247,7 +247,7 @@ def test_a_missing_data_path_is_a_config_error_at_run_time(tmp_path, monkeypatch
     path = tmp_path / "coco.yaml"
     path.write_text("name: c\ndata: ${SCABENCH_TEST_COCO}\ndetectors: [yolov3-tiny]\nlosses: [iou]\n")
     dry = CliRunner().invoke(app, ["run", "--grid", str(path), "--out", str(tmp_path / "o"), "--dry-run"])
-    assert dry.exit_code == 0  # the plan prints without the data
+    assert dry.exit_code == 2 and "SCABENCH_TEST_COCO" in dry.output  # the plan prints, then the missing data is named (issue 11)
     result = CliRunner().invoke(app, ["run", "--grid", str(path), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2
     assert f"{path}:2: data: '${{SCABENCH_TEST_COCO}}': no such file or folder" in result.stderr
