@@ -8,6 +8,10 @@ with the signature ``fn(config, runtime, out_dir) -> dict | None``; it must leav
 the summary. ``SCABENCH_CELL_FN=module:function`` (or ``path/to/file.py:function``) replaces the
 cell function of every cell: tests use it to run grids without training.
 
+A user loss runs from where the grid found it (``loss_refs`` in ``config.json``: a relative
+``file.py:fn`` of the grid's folder, made absolute), and only while its source still has the
+SHA-256 the cell id was made with (:func:`config_to_run`); otherwise the cell fails saying so.
+
 A broken ``record.json``, ``summary.json`` or ``metrics.jsonl`` is set aside as ``<name>.broken``
 and the cell runs again (the trainer resumes from ``last.pt``); the record's attempt says so.
 
@@ -157,7 +161,7 @@ def run_cell(cell_dir: str | Path, device: str | None = None, *, lock_timeout: f
         raise FileNotFoundError(f"{folder.config} is missing: not a cell folder")
     runtime = {**(meta.get("runtime") or {}), **({"device": device} if device else {})}
     if int(os.environ.get("RANK", "0")) != 0:  # DDP worker: rank 0 keeps the books
-        cell_function(meta["kind"])(dict(meta["config"]), runtime, folder.path)
+        cell_function(meta["kind"])(config_to_run(meta), runtime, folder.path)
         return "done"
     try:
         lock = folder.lock(lock_timeout, cell=meta.get("id"))
@@ -201,17 +205,41 @@ def _begin_attempt(record: dict, meta: dict, runtime: dict, repaired: list[str])
         id=meta.get("id"), label=meta.get("label"), status="running", started=record.get("started") or attempt["started"],
         ended=None, device=device_info(runtime.get("device")), attempts=[*attempts, attempt], **env,
     )
-    sources = loss_sources(meta["config"])
+    sources = loss_sources(meta["config"], meta.get("loss_refs"))
     if sources:
         record["loss_sources"] = sources
     return record
+
+
+def config_to_run(meta: dict) -> dict[str, Any]:
+    """The cell's config with each user loss named where this process finds it (``loss_refs``:
+    a relative ``file.py:fn`` of the grid, made absolute); refused (ValueError) when a user
+    loss's source is no longer the one the cell id was hashed with."""
+    config, refs = dict(meta["config"]), meta.get("loss_refs") or {}
+    if not refs:
+        return config
+    from scabench.losses.user import rewrite_terms, source_sha256
+
+    for term, ref in refs.items():
+        now = source_sha256(ref["path"])
+        if now != ref["sha256"]:
+            raise ValueError(
+                f"the source of {term} changed since this cell was planned (SHA-256 {ref['sha256'][:12]} -> {now[:12]}): "
+                "this cell's id names the old code; run `scabench run` again to plan the cell of the new code"
+            )
+    where = {term: ref["path"] for term, ref in refs.items()}
+    if config.get("loss"):
+        config["loss"] = rewrite_terms(config["loss"], where)
+    if config.get("losses"):
+        config["losses"] = [{**entry, "name": rewrite_terms(entry["name"], where)} for entry in config["losses"]]
+    return config
 
 
 def _call_cell_function(folder: RunFolder, meta: dict, runtime: dict, record: dict) -> str:
     """Call the cell function; write the summary it returned; finish the record in every case."""
     start = time.time()
     try:
-        result = cell_function(meta["kind"])(dict(meta["config"]), runtime, folder.path)
+        result = cell_function(meta["kind"])(config_to_run(meta), runtime, folder.path)
         if folder.read_summary() is None:
             if not isinstance(result, dict):
                 raise RuntimeError(f"the cell function returned without writing {SUMMARY}")

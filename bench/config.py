@@ -58,7 +58,7 @@ def parse_grid(text: str, path: str | Path = "<grid>", *, check_trainer: bool = 
         config = GridConfig.model_validate(data)
     except ValidationError as exc:
         problems += pydantic_problems(exc, GridConfig)
-    resolved, loss_problems = checks.check_losses(data)
+    resolved, loss_problems = checks.check_losses(data, base=Path(path).parent)
     problems += loss_problems + checks.check_train(data) + checks.check_axes(data)
     problems += checks.check_structure(data) + checks.check_simulate(data)
     reported = {p.loc for p in problems}

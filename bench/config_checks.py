@@ -9,6 +9,7 @@ expanded cells. Each returns a list of :class:`~scabench.bench.config_errors.Pro
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -21,6 +22,7 @@ from scabench.bench.config_schema import (
 from scabench.bench.grid import Cell
 from scabench.bench.studies.defaults import STUDY_OPTIONS
 from scabench.losses.registry import check_parameter
+from scabench.losses.user import resolve_expression
 
 # Where a cell-identity field is set instead of ``train:`` (for the "set it under" message).
 _SET_ELSEWHERE = {
@@ -63,12 +65,13 @@ def loss_sections(data: dict) -> list[tuple[tuple, list]]:
     return sections
 
 
-def check_losses(data: dict) -> tuple[dict[tuple, tuple[LossEntry, dict]], list[Problem]]:
+def check_losses(data: dict, base: Path | None = None) -> tuple[dict[tuple, tuple[LossEntry, dict]], list[Problem]]:
     """Resolve every loss entry once with ``losses.get_loss`` (name, parameter names and types).
 
-    Returns, by key path (``("losses", 1)``), the entry with all its parameters (``sca`` ->
-    ``alpha=1.0``) and the loss's defaults; and the problems, each at the key that is wrong
-    (``losses[1].alpha``), including a ``baseline:`` that is none of the losses.
+    A relative ``file.py:function`` is found in ``base`` (the grid file's folder; None: the
+    current folder). Returns, by key path (``("losses", 1)``), the entry as written with all
+    its parameters (``sca`` -> ``alpha=1.0``) and the loss's defaults; and the problems, each at
+    the key that is wrong (``losses[1].alpha``), including a ``baseline:`` that is none of them.
     """
     problems: list[Problem] = []
     resolved: dict[tuple, tuple[LossEntry, dict]] = {}
@@ -81,9 +84,9 @@ def check_losses(data: dict) -> tuple[dict[tuple, tuple[LossEntry, dict]], list[
             except ValidationError:
                 continue  # the schema check reports it
             try:
-                loss = losses.get_loss(entry.name, **entry.params)
+                loss = losses.get_loss(resolve_expression(entry.name, base), **entry.params)
             except (KeyError, ValueError) as exc:
-                problems.append(Problem(loc + _wrong_key(entry, isinstance(raw, dict)), _exc_text(exc)))
+                problems.append(Problem(loc + _wrong_key(entry, isinstance(raw, dict), base), _exc_text(exc)))
                 continue
             full, defaults = LossEntry(name=entry.name, params=dict(loss.params)), dict(loss.spec.defaults)
             resolved[loc] = (full, defaults)
@@ -94,10 +97,10 @@ def check_losses(data: dict) -> tuple[dict[tuple, tuple[LossEntry, dict]], list[
     return resolved, problems + _check_baseline(data, resolved)
 
 
-def _wrong_key(entry: LossEntry, spelled_as_mapping: bool) -> tuple:
+def _wrong_key(entry: LossEntry, spelled_as_mapping: bool, base: Path | None) -> tuple:
     """Which key of a refused loss entry is wrong: a parameter, the name, or the entry."""
     try:
-        defaults = losses.get_loss(entry.name).spec.defaults
+        defaults = losses.get_loss(resolve_expression(entry.name, base)).spec.defaults
     except (KeyError, ValueError):
         return ("name",) if spelled_as_mapping else ()
     for key, value in entry.params.items():

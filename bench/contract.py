@@ -44,9 +44,21 @@ def random_pairs(
     return pred, target
 
 
+FINITE_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)  # check_finite's inputs
+
+
 def degenerate_cases(dtype: torch.dtype = torch.float32) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Where users get hurt (zero sizes, points, identical, disjoint, huge and tiny coordinates)."""
-    t = lambda *rows: torch.tensor(rows, dtype=dtype)  # noqa: E731
+    """Where users get hurt (zero sizes, points, identical, disjoint, huge and tiny coordinates).
+
+    Cases whose coordinates ``dtype`` cannot hold are left out (float16 ends at 65504: no
+    "huge" case); the others are the same numbers rounded to ``dtype``.
+    """
+    cases = {name: (pred.to(dtype), target.to(dtype)) for name, (pred, target) in _degenerate_float64().items()}
+    return {name: pair for name, pair in cases.items() if all(torch.isfinite(box).all() for box in pair)}
+
+
+def _degenerate_float64() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    t = lambda *rows: torch.tensor(rows, dtype=torch.float64)  # noqa: E731
     box = [10.0, 10.0, 20.0, 30.0]
     return {
         "zero-width pred": (t([5.0, 5.0, 5.0, 9.0]), t(box)),
@@ -117,15 +129,24 @@ def check_shape(loss: BoxLoss) -> Check:
     return _try("output shape", True, body)
 
 
-def check_finite(loss: BoxLoss) -> list[Check]:
+def check_finite(loss: BoxLoss, dtypes: tuple[torch.dtype, ...] = FINITE_DTYPES) -> list[Check]:
+    """One check per degenerate case: value and both gradients finite for inputs of every dtype
+    that can hold the case (the detail gives the value of the first dtype)."""
+    by_dtype = {dtype: degenerate_cases(dtype) for dtype in dtypes}
     checks = []
-    for case, (pred, target) in degenerate_cases().items():
-        def body(pred=pred, target=target):
-            value, g_pred, g_target = value_and_grad(loss, pred, target)
-            for what, tensor in (("value", value), ("grad wrt pred", g_pred), ("grad wrt target", g_target)):
-                if not torch.isfinite(tensor).all():
-                    return "fail", f"{what} {tensor.tolist()} for pred {pred.tolist()} target {target.tolist()}"
-            return "pass", f"value {value.item():.4g}"
+    for case in by_dtype[dtypes[0]]:
+        def body(case=case):
+            values = []
+            for dtype, cases in by_dtype.items():
+                if case not in cases:
+                    continue
+                pred, target = cases[case]
+                value, g_pred, g_target = value_and_grad(loss, pred, target)
+                for what, tensor in (("value", value), ("grad wrt pred", g_pred), ("grad wrt target", g_target)):
+                    if not torch.isfinite(tensor).all():
+                        return "fail", f"{what} {tensor.tolist()} for {dtype} pred {pred.tolist()} target {target.tolist()}"
+                values.append(value.item())
+            return "pass", f"value {values[0]:.4g} (finite in {len(values)} dtypes)"
 
         checks.append(_try(f"finite value+grad: {case}", True, body))
     return checks
@@ -149,10 +170,17 @@ def check_precision(loss: BoxLoss) -> Check:
 
 
 def check_minimum(loss: BoxLoss) -> Check:
+    """The loss at identical boxes is finite and no larger than anywhere else (NaN fails: it
+    compares false with everything, so a plain ``>`` would let it pass)."""
+
     def body():
         for relation in RELATIONS:
             pred, target = random_pairs(128, relation, seed=7)
             value, at_target = loss(pred, target), loss(target, target)
+            for what, tensor in (("at identical boxes", at_target), (f"on {relation} pairs", value)):
+                if not torch.isfinite(tensor).all():
+                    i = int((~torch.isfinite(tensor)).nonzero()[0])
+                    return "fail", f"the loss {what} is {tensor[i].item()} (target {target[i].tolist()})"
             worse = (at_target > value + 1e-6).nonzero()
             if len(worse):
                 i = int(worse[0])

@@ -6,9 +6,12 @@ canonical JSON of that config. The id names the cell's folder, so results from s
 merge by copying folders, and the same cell in two grids is the same folder.
 
 What is hashed: every setting the grid gives explicitly (trainer defaults are not filled in, so
-a new trainer field with a default keeps old folders valid), and the loss's full parameters
-(``sca`` and ``{name: sca, alpha: 1.0}`` are one cell). Where a cell runs (``device``,
-``workers``, ``resources:``) is not hashed.
+a new trainer field with a default keeps old folders valid), the loss's full parameters
+(``sca`` and ``{name: sca, alpha: 1.0}`` are one cell), and for a user loss
+(``my_losses.py:fn``, ``my_mod:fn``) the SHA-256 of its source file, so editing it makes a new
+cell (cells of built-in losses hash exactly their config). Where a cell runs (``device``,
+``workers``, ``resources:``) is not hashed, nor where the user's file lies: a relative
+``file.py:fn`` is named as written and resolved against the grid file's folder.
 
 Order: simulation cells first, then seed-major, so a first pass over seed 0 gives a complete
 table before the next seed starts. :func:`scabench.bench.config.load_grid` builds a
@@ -51,10 +54,11 @@ class Cell:
     runtime: dict[str, Any]  # not hashed: device, workers
     labels: dict[str, Any]  # detector, loss, axes values, seed / study (for tables and plans)
     provenance: dict[str, tuple] = field(default_factory=dict, compare=False)  # field -> yaml key path
+    loss_refs: dict[str, dict[str, str]] = field(default_factory=dict)  # user term -> {path, sha256}
 
     @functools.cached_property
     def id(self) -> str:
-        return config_hash(self.config)
+        return config_hash(hashed_config(self.config, self.loss_refs))
 
     @property
     def label(self) -> str:
@@ -76,8 +80,9 @@ class Cell:
         return kwargs
 
     def record(self, grid_name: str | None = None) -> dict[str, Any]:
-        """What ``config.json`` in the cell folder holds."""
-        return {
+        """What ``config.json`` in the cell folder holds (``loss_refs`` only for user losses:
+        where the cell process finds each one, and the hash the id was made with)."""
+        record = {
             "id": self.id,
             "kind": self.kind,
             "label": self.label,
@@ -86,6 +91,28 @@ class Cell:
             "config": self.config,
             "runtime": self.runtime,
         }
+        if self.loss_refs:
+            record["loss_refs"] = self.loss_refs
+        return record
+
+
+def hashed_config(config: dict[str, Any], loss_refs: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """What a cell id hashes: its config, plus ``loss_sha256`` where it names user losses."""
+    if not loss_refs:
+        return config
+    return {**config, "loss_sha256": {term: ref["sha256"] for term, ref in sorted(loss_refs.items())}}
+
+
+def user_loss_refs(names: list[str], base: Path) -> dict[str, dict[str, str]]:
+    """``{term as written: {"path": term resolved against base, "sha256": of its file now}}``
+    for every user-loss term of ``names`` (registered names give nothing)."""
+    from scabench.losses.user import references, resolve_expression, source_sha256
+
+    refs = {}
+    for term in dict.fromkeys(term for name in names for term in references(name)):
+        path = resolve_expression(term, base)
+        refs[term] = {"path": path, "sha256": source_sha256(path)}
+    return refs
 
 
 @dataclass
@@ -103,6 +130,11 @@ class Grid:
     @property
     def name(self) -> str:
         return self.config.name
+
+    @property
+    def base(self) -> Path:
+        """The folder relative ``file.py:function`` losses of this grid are found in."""
+        return self.path.parent
 
     def error(self, problems: list[Problem]) -> GridError:
         return GridError(self.path, problems, self.lines)
@@ -152,7 +184,8 @@ def simulation_cells(grid: Grid) -> list[Cell]:
             "seed": sim.seed,
             "options": {k: v for k, v in sorted(options.items()) if k in STUDY_OPTIONS[study]},
         }
-        cells.append(Cell("simulate", config, {"device": sim.device}, {"study": study, "losses": loss_labels}, {}))
+        refs = _loss_refs(grid, [entry["name"] for entry in loss_list], ("simulate",))
+        cells.append(Cell("simulate", config, {"device": sim.device}, {"study": study, "losses": loss_labels}, {}, refs))
     return cells
 
 
@@ -165,6 +198,7 @@ def training_cells(grid: Grid) -> list[Cell]:
     runtime = {"device": cfg.train.device, "workers": cfg.train.workers}
     axis_items = list(cfg.axes.items())
     combos = list(itertools.product(*[values for _, values in axis_items]))
+    refs = {loss.name: _loss_refs(grid, [loss.name], ("losses", i)) for i, loss in enumerate(cfg.losses)}
     cells = []
     for seed in cfg.seeds:
         for d_index, det in enumerate(cfg.detectors):
@@ -183,8 +217,15 @@ def training_cells(grid: Grid) -> list[Cell]:
                         "axes": axes_labels,
                         "seed": seed,
                     }
-                    cells.append(Cell("train", config, dict(runtime), labels, prov))
+                    cells.append(Cell("train", config, dict(runtime), labels, prov, refs[loss.name]))
     return cells
+
+
+def _loss_refs(grid: Grid, names: list[str], loc: tuple) -> dict[str, dict[str, str]]:
+    try:
+        return user_loss_refs(names, grid.base)
+    except ValueError as exc:  # the file vanished or cannot be read since the loss was checked
+        raise grid.error([Problem(loc, str(exc))]) from None
 
 
 def _shared_settings(cfg: GridConfig) -> tuple[dict[str, Any], dict[str, tuple]]:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from rich.markup import escape
+
 from scabench.bench.cell import cell_command, status_from_exit
 from scabench.devices import parse_device, wants_cuda
 from scabench.results import BrokenResult, GridFolder, now
@@ -160,7 +162,7 @@ def _start(cell: Any, slot: Slot, folder: GridFolder, bar: Any, threads: int | N
         env=env,
         preexec_fn=_die_with(os.getpid()) if sys.platform.startswith("linux") else None,
     )
-    task = bar.add_task(f"  {cell.label}", total=cell.epochs if cell.kind == "train" else 100)
+    task = bar.add_task(f"  {escape(cell.label)}", total=cell.epochs if cell.kind == "train" else 100)
     return _Running(cell, proc, slot, task, log, time.time())
 
 

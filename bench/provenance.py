@@ -70,18 +70,24 @@ def device_info(device: str | None) -> dict[str, Any]:
     return info
 
 
-def loss_sources(config: dict[str, Any]) -> dict[str, dict[str, str]]:
+def loss_names(config: dict[str, Any]) -> list[str]:
+    """The loss names a cell config holds: a training cell's ``loss``, a study's ``losses``."""
+    return [config["loss"]] if config.get("loss") else [e["name"] for e in config.get("losses") or []]
+
+
+def loss_sources(config: dict[str, Any], refs: dict[str, dict[str, str]] | None = None) -> dict[str, dict[str, str]]:
     """File and SHA-256 of every user loss (``module:function``) a cell names, by the name the
-    user wrote. Cells naming only registered losses (no colon) do not import the loss zoo."""
-    names = [config["loss"]] if config.get("loss") else [e["name"] for e in config.get("losses") or []]
+    user wrote; ``refs`` (a cell's ``loss_refs``) says where a term as written is found. Cells
+    naming only registered losses (no colon) do not import the loss zoo."""
+    names = loss_names(config)
     if not any(":" in name for name in names):
         return {}
     from scabench import losses
-    from scabench.losses.user import is_reference
+    from scabench.losses.user import references
 
+    refs = refs or {}
     sources = {}
     for name in names:
-        for _, term in losses.parse_expression(name):
-            if is_reference(term):
-                sources[term] = dict(losses.spec(term).source)
+        for term in references(name):
+            sources[term] = dict(losses.spec(refs.get(term, {}).get("path", term)).source)
     return sources

@@ -15,11 +15,14 @@ trainer continues from ``last.pt``; a cell whose record says ``failed`` runs aga
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
+
+from rich.markup import escape
 
 from scabench.bench.cell import EXIT_CODES, recorded, run_cell
 from scabench.results import BrokenResult, GridFolder, LockBusy
@@ -49,10 +52,14 @@ def prepare(cells: list, out: str | Path, grid: Any = None, *, console: Any = No
     """Create the results folder, its cell folders (``config.json``) and ``plan.csv``.
 
     A cell's ``config.json`` is kept when it says the same (its grid name aside) and written anew
-    when it differs or is broken (said on ``console``).
+    when it differs or is broken (said on ``console``), as is why a user-loss cell is new
+    (:func:`why_new`).
     """
     folder = GridFolder(out)
     folder.cells_dir.mkdir(parents=True, exist_ok=True)
+    if console is not None:
+        for cell, reason in why_new(cells, folder):
+            console.print(f"[cyan]new[/]    {escape(cell.label)} [dim]({cell.id})[/]: {escape(reason)}", soft_wrap=True, highlight=False)
     grid_name = getattr(grid, "name", None)
     if grid is not None:
         from scabench.results import atomic_write_text
@@ -67,13 +74,49 @@ def prepare(cells: list, out: str | Path, grid: Any = None, *, console: Any = No
         except BrokenResult as exc:
             old = None
             if console is not None:
-                console.print(f"[yellow]repaired[/] {cell.label}: {exc}; written anew from the grid", soft_wrap=True, highlight=False)
+                console.print(f"[yellow]repaired[/] {escape(cell.label)}: {escape(str(exc))}; written anew from the grid", soft_wrap=True, highlight=False)
         if old is not None and old.get("grid"):
             config["grid"] = old["grid"]  # the folder remembers the grid that made it
         if old != config:
             run.write_config(config)
     write_plan(folder, cells)
     return folder
+
+
+def why_new(cells: list, folder: GridFolder) -> list[tuple[Any, str]]:
+    """Cells with user losses that have no folder yet although a folder of the same config
+    exists: each with which loss source changed (``"source of my_losses.py:fn changed"``)."""
+    new = [cell for cell in cells if cell.loss_refs and not folder.cell(cell.id).config.is_file()]
+    if not new:
+        return []
+    from scabench.bench.grid import canonical_json  # lazy: a cell process needs no pydantic
+
+    earlier: dict[str, list[tuple[str, dict, dict]]] = {}  # config -> (id, hashed shas, recorded shas)
+    for run in folder.cells():
+        with contextlib.suppress(BrokenResult):
+            meta = run.read_config() or {}
+            hashed = {term: ref.get("sha256") for term, ref in (meta.get("loss_refs") or {}).items()}
+            ran = {term: info.get("sha256") for term, info in (recorded(run).get("loss_sources") or {}).items()}
+            earlier.setdefault(canonical_json(meta.get("config")), []).append((run.path.name, hashed, ran))
+    reasons = []
+    for cell in new:
+        for old_id, hashed, ran in earlier.get(canonical_json(cell.config), []):
+            changes = [_source_change(term, hashed.get(term), ran.get(term), ref["sha256"]) for term, ref in cell.loss_refs.items()]
+            changes = [change for change in changes if change]
+            if changes:
+                reasons.append((cell, f"{'; '.join(changes)}; the earlier cell is {old_id}"))
+                break
+    return reasons
+
+
+def _source_change(term: str, hashed: str | None, ran: str | None, now: str) -> str | None:
+    """Why a term makes a new cell: its source changed, or the earlier cell's id did not hash it."""
+    before = hashed or ran
+    if before and before != now:
+        return f"source of {term} changed (SHA-256 {before[:12]} -> {now[:12]})"
+    if hashed is None:
+        return f"cell ids now include the SHA-256 of {term}'s source (the earlier cell's id did not)"
+    return None
 
 
 def write_plan(folder: GridFolder, cells: list) -> None:
@@ -146,7 +189,7 @@ def _to_run(cells: list, folder: GridFolder, outcome: RunOutcome, retry_failed: 
             outcome.busy.append(cell)
         else:
             if state.status == "broken":
-                console.print(f"[yellow]broken[/] {cell.label} ({cell.id}): {state.file}: {state.reason}; "
+                console.print(f"[yellow]broken[/] {escape(cell.label)} ({cell.id}): {escape(f'{state.file}: {state.reason}')}; "
                               "it is set aside and the cell runs again", soft_wrap=True, highlight=False)
             todo.append(cell)
     return todo
@@ -160,16 +203,16 @@ def _accountant(folder: GridFolder, outcome: RunOutcome, console: Any):
         seconds = seconds or record.get("seconds") or 0.0
         if status == "done":
             outcome.done.append(cell)
-            console.print(f"[green]done[/]   {cell.label} [dim]({cell.id}, {seconds:.0f} s)[/]", soft_wrap=True)
+            console.print(f"[green]done[/]   {escape(cell.label)} [dim]({cell.id}, {seconds:.0f} s)[/]", soft_wrap=True)
         elif status == "failed":
             reason = (record.get("reason") or "failed").splitlines()[0]
             outcome.failed.append((cell, reason))
-            console.print(f"[red]failed[/] {cell.label} [dim]({cell.id})[/]: {reason}", soft_wrap=True, highlight=False)
+            console.print(f"[red]failed[/] {escape(cell.label)} [dim]({cell.id})[/]: {escape(reason)}", soft_wrap=True, highlight=False)
         elif status == "busy":
             outcome.busy.append(cell)
-            console.print(f"[yellow]busy[/]   {cell.label} [dim]({cell.id})[/]: another process holds it", soft_wrap=True)
+            console.print(f"[yellow]busy[/]   {escape(cell.label)} [dim]({cell.id})[/]: another process holds it", soft_wrap=True)
         elif status == "interrupted":
-            console.print(f"[yellow]interrupted[/] {cell.label} [dim]({cell.id})[/]", soft_wrap=True)
+            console.print(f"[yellow]interrupted[/] {escape(cell.label)} [dim]({cell.id})[/]", soft_wrap=True)
 
     return finished
 

@@ -23,12 +23,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    start_over = f"delete it to start the run over (rm {path})"
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001
-        raise ValueError(f"{path}: not a readable scabench checkpoint: {exc}") from None
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ValueError(f"{path}: not a readable scabench checkpoint; {start_over} ({why})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not a scabench detector checkpoint (format {CHECKPOINT_FORMAT})")
+        raise ValueError(f"{path}: not a scabench detector checkpoint (format {CHECKPOINT_FORMAT}); {start_over}")
     return ckpt
 
 

@@ -331,10 +331,13 @@ class _Run:
         if iteration < 0:
             return
         finished = len(self.history)
+        if self.files.checkpoint.is_file():
+            kept = f"{self.files.checkpoint} holds the last good epoch ({finished})"
+        else:
+            kept = "no checkpoint was saved before it (a rerun starts from epoch 1)"
         message = (
             f"non-finite loss at epoch {epoch + 1} iteration {iteration + 1} (loss {self.config.loss!r}, "
-            f"mean box/obj/cls so far {[round(v, 4) for v in means.tolist()]}); "
-            f"the run stopped; {self.files.checkpoint} holds the last good epoch ({finished})"
+            f"mean box/obj/cls so far {[round(v, 4) for v in means.tolist()]}); the run stopped; {kept}"
         )
         if self.ctx.main:
             self.files.write_failure(

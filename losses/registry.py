@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -103,7 +104,7 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
-_USER_SPECS: dict[str, LossSpec] = {}
+_USER_SPECS: dict[tuple[str, str], LossSpec] = {}
 
 
 def spec(name: str) -> LossSpec:
@@ -117,9 +118,10 @@ def spec(name: str) -> LossSpec:
     from scabench.losses import user
 
     if user.is_reference(name):
-        if name not in _USER_SPECS:
-            _USER_SPECS[name] = user.spec_for_function(name, user.load_function(name))
-        return _USER_SPECS[name]
+        key = (name, user.resolve_expression(name, os.getcwd()))  # a relative file.py:fn is per folder
+        if key not in _USER_SPECS:
+            _USER_SPECS[key] = user.spec_for_function(name, user.load_function(name))
+        return _USER_SPECS[key]
     raise KeyError(
         f"unknown loss {name!r}; available: {', '.join(sorted(_REGISTRY))} "
         "(or 'module:function' / 'file.py:function' for your own)"
@@ -197,7 +199,8 @@ class BoxLoss:
     """A loss bound to its parameters: ``loss(pred, target) -> Tensor[...]`` (no reduction).
 
     Half-precision inputs (and calls under autocast) are computed in float32: box areas
-    overflow fp16 above ~256 px. ``similarity(pred, target)`` gives the detached objectness
+    overflow fp16 above ~256 px; gradients flow back saturated at the half type's range
+    (finite, see :class:`_HalfToFloat32`). ``similarity(pred, target)`` gives the detached objectness
     target. Stateful losses (Wise-IoU v2/v3) keep their running mean in ``self.state``
     and update it only while ``self.training`` is true; ``state_dict`` / ``load_state_dict``
     save and restore it (a checkpoint's ``loss_state``).
@@ -259,8 +262,25 @@ class BoxLoss:
             return 1.0 - loss.detach()
 
 
+class _HalfToFloat32(torch.autograd.Function):
+    """``x.float()`` whose backward saturates at the half type's largest value instead of
+    overflowing to inf: a loss computed in float32 may have float32 gradients beyond float16's
+    65504 at degenerate boxes (GIoU of two zero-width boxes ~ h / eps, CIoU's aspect term of a
+    point ~ 1 / eps), and the plain cast back would turn them into inf. NaN stays NaN."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        ctx.half_dtype = x.dtype
+        return x.float()
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        limit = torch.finfo(ctx.half_dtype).max
+        return grad.clamp(-limit, limit).to(ctx.half_dtype)
+
+
 def _float32_if_half(x: Tensor) -> Tensor:
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    return _HalfToFloat32.apply(x) if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 class CompositeLoss(BoxLoss):

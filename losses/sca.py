@@ -10,7 +10,8 @@ As the authors' code (a fork of ultralytics/yolov3 v9.6.0) computes it, on xyxy 
 - similarity s = SO - CD - 1 (1 for a perfect match); loss = 1 - s = (2 - SO) + alpha * CD.
 
 The code divides w_in / w_out with no eps; we do the same, and define the ratio as 1 where
-w_out == 0 (both boxes have zero width at the same x), which keeps points and lines finite
+w_out == 0 (both boxes have zero width at the same x), and CD as 0 where both boxes are the
+same point, which keeps points and lines finite (and a point on itself at the minimum, 0)
 without touching ordinary boxes.
 """
 
@@ -33,11 +34,19 @@ def side_overlap(p: Pair) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def corner_distance(p: Pair, w_out: Tensor, h_out: Tensor, eps: float) -> Tensor:
-    """(d_lt + d_rb) / (diag + eps), without alpha."""
+    """(d_lt + d_rb) / (diag + eps), without alpha; 0 where both boxes are the same point.
+
+    For a point on the same point the corner distances are 0 and so is the diagonal: with the
+    code's eps in every difference the ratio would be 2 sqrt(2) eps / ((sqrt(2) + 1) eps) = 1.17
+    with a gradient ~ 1 / eps. The enclosing box is then empty (w_out = h_out = 0) and the
+    distance is defined as 0, its minimum, as SO defines its ratio as 1 there.
+    """
     d_lt = torch.sqrt((p.x1 - p.gx1 + eps) ** 2 + (p.y1 - p.gy1 + eps) ** 2)
     d_rb = torch.sqrt((p.x2 - p.gx2 + eps) ** 2 + (p.y2 - p.gy2 + eps) ** 2)
     diag = torch.sqrt((w_out + eps) ** 2 + (h_out + eps) ** 2)
-    return (d_lt + d_rb) / (diag + eps)
+    ratio = (d_lt + d_rb) / (diag + eps)
+    same_point = (w_out <= 0) & (h_out <= 0)
+    return torch.where(same_point, torch.zeros_like(ratio), ratio)
 
 
 @register(

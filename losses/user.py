@@ -19,7 +19,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from scabench.losses.registry import LossFn, LossSpec, parameters
+from scabench.losses.registry import LossFn, LossSpec, parameters, parse_expression
 
 ENTRY_POINT_GROUP = "scabench.losses"
 
@@ -27,6 +27,55 @@ ENTRY_POINT_GROUP = "scabench.losses"
 def is_reference(name: str) -> bool:
     """True for ``module:function`` or ``file.py:function`` (a colon; registered names have none)."""
     return ":" in name
+
+
+def _is_file(where: str) -> bool:
+    return where.endswith(".py") or "/" in where or "\\" in where
+
+
+def references(expression: str) -> list[str]:
+    """The user-loss terms of a loss name: ``"iou+0.5*my.py:fn"`` -> ``["my.py:fn"]``."""
+    return [term for _, term in parse_expression(expression) if is_reference(term)]
+
+
+def resolve_expression(expression: str, base: str | Path | None) -> str:
+    """``expression`` with each relative ``file.py:function`` term made absolute against ``base``
+    (a grid's folder); registered names and ``module:function`` terms are kept as written."""
+    if base is None:
+        return expression
+    absolute = {}
+    for term in references(expression):
+        where, _, attribute = term.rpartition(":")
+        if _is_file(where) and not Path(where).expanduser().is_absolute():
+            absolute[term] = f"{Path(base).resolve() / where}:{attribute}"
+    return rewrite_terms(expression, absolute)
+
+
+def rewrite_terms(expression: str, mapping: dict[str, str]) -> str:
+    """``expression`` with the terms in ``mapping`` replaced (weights kept), e.g. a user loss
+    as written in a grid -> where the cell process finds it."""
+    parsed = parse_expression(expression)
+    if not any(term in mapping for _, term in parsed):
+        return expression
+    terms = [mapping.get(term, term) for _, term in parsed]
+    return "+".join(term if weight == 1 else f"{weight:g}*{term}" for (weight, _), term in zip(parsed, terms))
+
+
+def source_sha256(term: str) -> str:
+    """SHA-256 of the file that defines a user-loss term, read now (``file.py:function``: that
+    file; ``module:function``: the module's own file, imported to find it)."""
+    where = term.rpartition(":")[0]
+    if _is_file(where):
+        path = Path(where).expanduser()
+    else:
+        info = source_info(load_function(term))
+        if not info:
+            raise ValueError(f"loss reference {term!r}: its module has no source file to hash")
+        path = Path(info["file"])
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as error:
+        raise ValueError(f"loss reference {term!r}: cannot read {path}: {error.strerror or error}") from None
 
 
 def _import_file(path: Path):
@@ -69,10 +118,10 @@ def load_function(reference: str) -> LossFn:
     if not where or not attribute:
         raise ValueError(f"loss reference {reference!r} must look like 'module:function' or 'file.py:function'")
     try:
-        if where.endswith(".py") or "/" in where or "\\" in where:
+        if _is_file(where):
             path = Path(where).expanduser()
             if not path.is_file():
-                raise FileNotFoundError(f"loss reference {reference!r}: no file {path}")
+                raise FileNotFoundError(f"no file {path.resolve()}")
             module = _import_file(path)
         else:
             module = _import_module(where)

@@ -1,8 +1,14 @@
 import pytest
 
-from scabench.bench.contract import RELATIONS
+from scabench.bench.contract import FINITE_DTYPES, RELATIONS
 
 
 @pytest.fixture(params=RELATIONS)
 def relation(request):
+    return request.param
+
+
+@pytest.fixture(params=FINITE_DTYPES, ids=lambda dtype: str(dtype).removeprefix("torch."))
+def dtype(request):
+    """Every input dtype the loss contract checks: float32, float64, float16, bfloat16."""
     return request.param
