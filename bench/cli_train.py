@@ -211,7 +211,10 @@ def val_command(
     model = model_from_checkpoint(ckpt, "model" if raw else "ema").to(dev)
     loader = torch.utils.data.DataLoader(ValSet(store, size), batch_size=batch_size, collate_fn=collate_val, num_workers=workers)
     dets = ev.predict(model, loader, dev, info.category_ids, iou, amp=dev.type == "cuda")
-    metrics = ev.evaluate_coco(info.coco_ground_truth("val"), dets)
+    try:
+        metrics = ev.evaluate_coco(info.coco_ground_truth("val"), dets)
+    except ValueError as exc:  # BadDataError included: e.g. a non-finite predicted box
+        fail(f"{weights}: its predictions cannot be evaluated: {exc}", code=1)
     if save_dets is not None:
         save_dets.write_text(json.dumps(dets))
     if as_json:
