@@ -34,7 +34,8 @@ from PIL import Image, UnidentifiedImageError
 from torchvision.ops import box_convert
 
 from scabench.detectors import augment
-from scabench.detectors.readers import BadDataError, ImageRecord, Problems, list_images, read_coco, read_dataset_yaml, read_yolo
+from scabench.detectors.readers import BadDataError, ImageRecord, Problems, read_coco
+from scabench.detectors.yolo_labels import list_images, read_dataset_yaml, read_yolo
 from scabench.detectors.synthetic import TRAIN_SIZE, VAL_SIZE, ensure_synthetic_shapes
 
 RAM_CACHE_BYTES = int(os.environ.get("SCABENCH_RAM_CACHE_MB", "2048")) * 2**20
