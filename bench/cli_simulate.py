@@ -45,9 +45,9 @@ Figures = Annotated[bool, typer.Option("--figures/--no-figures", help="draw the 
 Points = Annotated[int, typer.Option("--points", help="anchor centres in the disc; cases = points x 343")]
 Steps = Annotated[int, typer.Option("--iterations", help="regression steps T")]
 Precision = Annotated[Dtype, typer.Option("--dtype", help="state precision (error sums are float64)")]
-ENGINE_HELP = "auto (the fused CPU kernel where it applies, else autograd), kernel, or autograd"
+ENGINE_HELP = "auto (the C kernel for the built-in five on the CPU, else compiled), kernel, compiled (any loss, inductor), or autograd (eager)"
 EngineChoice = Annotated[Engine, typer.Option("--engine", help=ENGINE_HELP)]
-Threads = Annotated[Optional[int], typer.Option("--threads", help="CPU threads of the kernel (default: torch's)")]
+Threads = Annotated[Optional[int], typer.Option("--threads", help="CPU threads (default: torch's)")]
 
 
 def _run(label: str, work: Callable[[Any], Any]) -> Any:
@@ -55,7 +55,7 @@ def _run(label: str, work: Callable[[Any], Any]) -> Any:
 
     A ValueError (a bad option) exits 2; a kernel that cannot be built (engine kernel) exits 1.
     """
-    from scabench.bench.studies import KernelUnavailable
+    from scabench.bench.studies import CompileUnavailable, KernelUnavailable
 
     columns = (TextColumn("[bold]{task.description:<14}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err_console, transient=False) as progress:
@@ -71,7 +71,7 @@ def _run(label: str, work: Callable[[Any], Any]) -> Any:
         except ValueError as error:
             progress.stop()
             fail(str(error))
-        except KernelUnavailable as error:
+        except (KernelUnavailable, CompileUnavailable) as error:
             progress.stop()
             fail(f"{label}: {error}", code=1)
 
@@ -166,35 +166,46 @@ def bench_command(
     iterations: Steps = D.ITERATIONS,
     dtype: Precision = Dtype(D.DTYPE),
     engine: EngineChoice = Engine(D.ENGINE),
+    device: Device = D.DEVICE,
     threads: Threads = None,
     cached_only: bool = typer.Option(False, "--cached-only", help="skip the fresh (compile) phase"),
+    eager_steps: int = typer.Option(3, "--eager-steps", min=0, help="eager-autograd steps timed as the baseline (0: none)"),
 ) -> None:
-    """Time the convergence study per loss against a memory-copy floor: fresh (compiling) and cached."""
+    """Time the convergence study per loss: fresh (compiling into empty caches) and cached, as
+    ratios to a memory-copy floor and to eager autograd and the C kernel measured in the same run."""
     from scabench.bench import studies
 
     refs = _losses(losses)
     table, totals = _run(
         "bench",
         lambda _progress: studies.benchmark(
-            refs, points=points, iterations=iterations, dtype=dtype.value, engine=engine.value, threads=threads,
-            fresh=not cached_only,
+            refs, points=points, iterations=iterations, dtype=dtype.value, engine=engine.value, device=device,
+            threads=threads, fresh=not cached_only, eager_steps=eager_steps,
         ),
     )
     title = (
-        f"convergence study: {points * studies.CASES_PER_POINT:,} cases x {iterations} steps, {totals['threads']} "
-        f"threads, {totals['cpus']} CPUs, load average {totals['load_average']:.2f} at start"
+        f"convergence study: {points * studies.CASES_PER_POINT:,} cases x {iterations} steps, {device}, "
+        f"{totals['threads']} threads, {totals['cpus']} CPUs, load average {totals['load_average']:.2f} at start"
     )
-    headers = {**_timing_columns(iterations, with_floor=True), "phase": ("phase", ""), "floor_ms": ("floor ms", ".2f")}
-    columns = {column: headers[column] for column in studies.TIMING_COLUMNS}
+    columns = {
+        "phase": ("phase", ""), "loss": ("loss", ""), "engine": ("engine", ""), "seconds": ("seconds", ".2f"),
+        "compile_seconds": ("compile s", ".2f"), "ms_per_step": ("ms/step", ".2f"), "ratio_to_floor": ("x floor", ".2f"),
+        "x_eager": ("x faster than eager", ".0f"), "x_kernel": ("x kernel's time", ".2f"),
+        "E_final": (f"E({iterations})", ".6g"),
+    }
     _print_frame(table, title, columns)
+    floor = table.groupby("phase", sort=False)["floor_ms"].first()
     console.print(
-        "floor: one copy of the (x, y, w, h) state (read + write), what an implementation that passes "
-        "over the state once per step cannot beat; the fused kernel keeps boxes in registers for all steps."
+        "seconds: the whole study for the loss, compile included; ms/step excludes compiling. floor: one copy "
+        f"of the (x, y, w, h) state ({', '.join(f'{p} {v:.2f} ms' for p, v in floor.items())}); eager: "
+        f"{eager_steps} eager-autograd steps; kernel: the fused C kernel, where it applies."
     )
     for phase in ("fresh", "cached"):
         if phase in totals:
-            compile_s = totals[f"{phase}_compile"]
-            console.print(f"{phase}: {totals[phase]:.2f} s in total (kernel compile {compile_s:.2f} s)")
+            console.print(
+                f"{phase}: {totals[phase]:.2f} s in total (C kernel compile {totals[f'{phase}_compile']:.2f} s, "
+                f"compiled engine trace + compile {totals[f'{phase}_step_compile']:.2f} s)"
+            )
 
 
 @simulate_app.command("gradients")

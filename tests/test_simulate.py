@@ -191,9 +191,9 @@ def test_sca_alpha_reaches_the_kernel():
     np.testing.assert_allclose(a.curves["error"], b.curves["error"], rtol=1e-10)
 
 
-def test_other_losses_take_the_generic_engine():
+def test_other_losses_take_the_compiled_engine():
     result = S.simulate_convergence(["iou+cd", "eiou"], points=2, iterations=3)
-    assert result.engines == {"iou+cd": "autograd", "eiou": "autograd"}
+    assert result.engines == {"iou+cd": "compiled", "eiou": "compiled"}
     with pytest.raises(ValueError, match="no fused kernel"):
         S.simulate_convergence(["iou+cd"], points=2, iterations=3, engine="kernel")
 
@@ -206,7 +206,7 @@ def test_deterministic_for_a_seed():
     assert not a.curves.equals(c.curves)
 
 
-def test_without_a_compiler_auto_falls_back_to_autograd(monkeypatch, tmp_path):
+def test_without_the_kernel_auto_falls_back_to_the_compiled_engine(monkeypatch, tmp_path):
     monkeypatch.setattr(K, "find_compiler", lambda: None)
     with K.kernel_cache(tmp_path):
         K.unload_kernels()
@@ -215,8 +215,8 @@ def test_without_a_compiler_auto_falls_back_to_autograd(monkeypatch, tmp_path):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = S.simulate_convergence(["iou"], points=1, iterations=2)
-    assert result.engines == {"iou": "autograd"}
-    assert any("autograd" in str(w.message) for w in caught)
+    assert result.engines == {"iou": "compiled"}
+    assert any("using the compiled engine" in str(w.message) for w in caught)
 
 
 def test_schedule():
@@ -372,7 +372,7 @@ def test_cli_usage_errors_and_a_run(tmp_path):
 def test_the_kernel_gate_is_the_registered_function(tmp_path):
     """The kernel runs a loss whose function is one of the five it implements (``KERNEL_IDS``),
     by whatever name it is reached (``module:function`` included); a user function that merely
-    calls a built-in, a composition and any other loss take autograd."""
+    calls a built-in, a composition and any other loss take the compiled engine."""
     for name in FIVE:
         assert K.kernel_id(losses.get_loss(name)) == name
     assert K.kernel_id(losses.get_loss("sca", alpha=0.5)) == "sca"
@@ -387,7 +387,7 @@ def test_the_kernel_gate_is_the_registered_function(tmp_path):
         assert "no fused kernel" in K.kernel_supports(losses.get_loss(other), torch.device("cpu"))
     assert "CPU only" in K.kernel_supports(losses.get_loss("iou"), torch.device("meta"))
     result = S.simulate_convergence([f"{wrapper}:iou"], points=1, iterations=2)
-    assert set(result.engines.values()) == {"autograd"}
+    assert set(result.engines.values()) == {"compiled"}
 
 
 @needs_kernel
@@ -408,14 +408,18 @@ def test_kernel_source_is_a_c_file_and_its_cache_is_restored(tmp_path):
 
 @needs_kernel
 def test_benchmark_times_a_fresh_and_a_cached_phase():
-    table, totals = S.benchmark(["giou", "eiou"], points=2, iterations=3, dtype="float64")
+    table, totals = S.benchmark(["giou", "eiou"], points=2, iterations=3, dtype="float64", eager_steps=1)
     assert list(table.columns) == list(S.TIMING_COLUMNS)
     assert table[["phase", "loss", "engine"]].values.tolist() == [
-        ["fresh", "giou", "kernel"], ["fresh", "eiou", "autograd"],
-        ["cached", "giou", "kernel"], ["cached", "eiou", "autograd"],
+        ["fresh", "giou", "kernel"], ["fresh", "eiou", "compiled"],
+        ["cached", "giou", "kernel"], ["cached", "eiou", "compiled"],
     ]
     assert totals["fresh_compile"] > 0 and totals["cached_compile"] == 0
+    assert totals["fresh_step_compile"] > 0 and totals["cached_step_compile"] > 0  # loading takes time too
     assert (table["ratio_to_floor"] > 0).all() and (table["E_final"] < table["E0"]).all()
+    assert (table["eager_ms"] > 0).all() and table["kernel_ms"].isna().all()  # auto: the kernel runs giou
+    compiled, _ = S.benchmark(["giou"], points=2, iterations=3, dtype="float64", engine="compiled", eager_steps=0, fresh=False)
+    assert compiled["engine"].tolist() == ["compiled"] and compiled["x_kernel"].iloc[0] > 0
     # the same numbers in both phases: the cached library is the fresh one
     fresh, cached = (table[table["phase"] == p].reset_index(drop=True) for p in ("fresh", "cached"))
     assert fresh["E_final"].tolist() == cached["E_final"].tolist()

@@ -3,9 +3,10 @@
 Three studies, each a function that computes without IO and returns tidy data:
 
 - ``convergence`` (:func:`simulate_convergence`, :mod:`.convergence`): the DIoU paper's
-  1,715,000-case regression simulation (:mod:`.protocol`), E(t) per loss, on the generic
-  autograd engine (:mod:`.engine`) or, for the built-in five, the fused C kernel
-  (:mod:`.kernel`, source ``kernel.c``);
+  1,715,000-case regression simulation (:mod:`.protocol`), E(t) per loss, on the compiled
+  engine (:mod:`.compiled`: any loss's autograd step, compiled by inductor), the fused C
+  kernel for the built-in five (:mod:`.kernel`, source ``kernel.c``) or eager autograd
+  (:mod:`.engine`, the reference);
 - ``gradients`` (:func:`simulate_gradients`, :mod:`.gradients`): mean ||dL/d(pred)|| per IoU
   bin, the SCALoss paper's Fig. 1 left;
 - ``corner-center`` (:func:`simulate_corner_center`, :mod:`.corner_center`): IoU + corner vs
@@ -32,6 +33,7 @@ _EXPORTS = {
                  "start_error", "parse_schedule", "schedule_rates", "state_to_xyxy"),
     "convergence": ("ConvergenceResult", "simulate_convergence"),
     "kernel": ("KernelUnavailable",),
+    "compiled": ("CompileUnavailable",),
     "gradients": ("gradient_pairs", "gradient_table", "simulate_gradients"),
     "corner_center": ("corner_center_starts", "corner_center_starts_count", "simulate_corner_center"),
     "output": ("run_study", "write_study"),

@@ -15,7 +15,7 @@ POINTS = 5000  # anchor centres in the disc; cases = points x 343
 ITERATIONS = 200  # regression steps T
 SCHEDULE = "0.1:160,0.01:180,0.001"  # step size 'lr:until,...,lr' (t counts from 1)
 DTYPE = "float32"  # state precision; error sums are float64
-ENGINES = ("auto", "kernel", "autograd")
+ENGINES = ("auto", "kernel", "compiled", "autograd")
 ENGINE = "auto"
 
 # gradients: the SCALoss paper's Fig. 1 left

@@ -26,6 +26,16 @@ def point_errors(state: Tensor, target: Tensor) -> Tensor:
     return err.to(torch.float64).sum(dim=(1, 2))
 
 
+def autograd_step(loss: loss_zoo.BoxLoss, state: Tensor, target: Tensor, eta: float) -> Tensor:
+    """One step ``B <- B - eta (2 - IoU(B, G)) dL/dB`` of the [4, ...] (x, y, w, h) state."""
+    leaf = state.detach().requires_grad_(True)
+    pred = state_to_xyxy(leaf)
+    (grad,) = torch.autograd.grad(loss(pred, target).sum(), leaf)
+    with torch.no_grad():
+        iou = box_iou_pairwise(pred.detach(), target, eps=loss.eps)
+        return state - (eta * (2 - iou)) * grad
+
+
 def run_autograd(
     loss: loss_zoo.BoxLoss,
     cases: ConvergenceCases,
@@ -43,12 +53,7 @@ def run_autograd(
     out = torch.empty(cases.n_points, len(rates) + 1, dtype=torch.float64, device=device)
     out[:, 0] = point_errors(state, target_c)
     for t, eta in enumerate(rates):
-        leaf = state.detach().requires_grad_(True)
-        pred = state_to_xyxy(leaf)
-        (grad,) = torch.autograd.grad(loss(pred, target).sum(), leaf)
-        with torch.no_grad():
-            iou = box_iou_pairwise(pred.detach(), target, eps=loss.eps)
-            state = state - (eta * (2 - iou)) * grad
+        state = autograd_step(loss, state, target, eta)
         out[:, t + 1] = point_errors(state, target_c)
         if progress is not None:
             progress(label, (t + 1) / len(rates))
