@@ -36,12 +36,7 @@ TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
 BOUNCING = {"sca", "cd", "focal-eiou", "wiou-v1", "wiou-v2", "wiou-v3"}  # float32: 1e-3 (module docstring)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +84,7 @@ def test_one_compiled_step_equals_eager_along_the_trajectory(name, dtype, cases)
     for t, eta in enumerate(rates + [rates[-1]]):
         if t % 50 == 0:
             lanes[:, :n] = state[:, :, 0].reshape(4, -1)
-            compiled, *_ = step(lanes, goal, centre, torch.tensor(eta, dtype=dtype), valid)
+            compiled, _ = step(lanes, goal, centre, torch.tensor(eta, dtype=dtype), valid)
             eager = engine.autograd_step(loss, state, target, eta)[:, :, 0].reshape(4, -1)
             torch.testing.assert_close(compiled[:, :n], eager, rtol=STEP_TOLERANCE[dtype], atol=STEP_TOLERANCE[dtype],
                                        msg=lambda m: f"{name} at t = {t}: {m}")

@@ -31,13 +31,7 @@ FIVE = ("iou", "giou", "diou", "ciou", "sca")
 needs_kernel = pytest.mark.skipif(K.find_compiler() is None, reason="no C compiler for the fused kernel")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small tensors: torch's thread pool only adds contention on a shared machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def reference_point_errors(name: str, points: int, iterations: int, seed: int = 0) -> np.ndarray:
