@@ -30,6 +30,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
+from scabench.bench.config_schema import BUILTIN_DATA
 from scabench.bench.provenance import device_info, environment, loss_sources
 from scabench.results import SUMMARY, BrokenResult, LockBusy, RunFolder, now
 
@@ -51,7 +52,7 @@ def train_cell(config: dict[str, Any], runtime: dict[str, Any], out_dir: Path) -
 
     kwargs = {k: v for k, v in config.items() if k != "kind"}
     data = kwargs.get("data", "synthetic-shapes")
-    if data != "synthetic-shapes":
+    if data not in BUILTIN_DATA:  # a path (synthetic-shapes and neon-trees are names)
         kwargs["data"] = os.path.abspath(os.path.expanduser(os.path.expandvars(data)))
     kwargs.update({k: v for k, v in runtime.items() if v is not None})
     train_config = TrainConfig(**kwargs)

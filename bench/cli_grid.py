@@ -50,15 +50,19 @@ class Interval(str, Enum):
 INTERVAL_HELP = "CI of the paired differences: t (Student t over seeds, honest with few seeds) or bootstrap (percentile; 10+ seeds)"
 
 
-def _load(grid_file: Path, check_trainer: bool = True) -> tuple[Any, list]:
-    from scabench.bench.config import GridError, load_grid
+def _load(grid_file: Path, check_trainer: bool = True, overrides: list[str] | None = None) -> tuple[Any, list]:
+    """The grid of a file with its ``--set`` overrides (bench.overrides) and its cells; exit 2 on a problem."""
+    from scabench.bench.config import GridError
     from scabench.bench.grid import expand
+    from scabench.bench.overrides import load_grid_with_overrides
 
     try:
-        grid = load_grid(grid_file, check_trainer=check_trainer)
+        grid = load_grid_with_overrides(grid_file, overrides, check_trainer=check_trainer)
         return grid, expand(grid)
     except GridError as exc:
         _fail(exc.messages())
+    except ValueError as exc:  # a malformed --set
+        _fail(str(exc))
     raise AssertionError  # unreachable
 
 
@@ -126,12 +130,15 @@ def run_command(
     gpus: Optional[str] = typer.Option(None, "--gpus", help="GPUs for the local executor, e.g. 0,1,2,3 \\[default: all visible]"),
     cluster: Cluster = typer.Option(Cluster.slurm, "--cluster", help="submitit backend for --executor slurm (local/debug: try it on this machine)"),
     report: bool = typer.Option(True, "--report/--no-report", help="write the tables and figures when the run ends"),
+    overrides: Optional[list[str]] = typer.Option(
+        None, "--set", "-s", help="override a key of the grid file, KEY=VALUE (dotted key, YAML value), e.g. train.epochs=1; repeatable",
+    ),
 ) -> None:
     """Run a grid of experiments: plan, run (resuming), then tables and figures."""
     from scabench.bench.runner import GridBusy, run_grid
     from scabench.results import GridFolder
 
-    grid, cells = _load(grid_file)
+    grid, cells = _load(grid_file, overrides=overrides)
     out = out or Path("results") / grid.name
     n_train = sum(c.kind == "train" for c in cells)
     console.print(plan_table(cells, GridFolder(out), title=f"{grid.name}: {len(cells)} cells ({n_train} training) -> {out}"))

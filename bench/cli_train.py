@@ -34,13 +34,8 @@ def _parse_pairs(pairs: list[str] | None, what: str) -> dict[str, Any]:
     return out
 
 
-def _validation_message(exc) -> str:
-    lines = []
-    for e in exc.errors():
-        where = ".".join(str(p) for p in e.get("loc", ())) or "config"
-        msg = e.get("msg", "")
-        lines.append(f"{where}: {msg}")
-    return "; ".join(lines)
+def _percent(value: float) -> str:
+    return f"{100 * value:.1f}" if value >= 0 else "-"
 
 
 def _metrics_table(title: str, metrics: dict[str, float]) -> Table:
@@ -49,14 +44,28 @@ def _metrics_table(title: str, metrics: dict[str, float]) -> Table:
     table = Table(title=title)
     for name in METRICS:
         table.add_column(name, justify="right")
-    table.add_row(*(f"{100 * metrics[m]:.1f}" if metrics[m] >= 0 else "-" for m in METRICS))
+    table.add_row(*(_percent(metrics[m]) for m in METRICS))
+    return table
+
+
+def _class_table(metrics: dict, images: int | None) -> Table:
+    """ultralytics' validation table (percent): all, then each class with ground truth; P and R at
+    IoU 0.5 at the confidence of the best mean F1 (detectors.evaluate.precision_recall)."""
+    table = Table(title="per class (P, R: IoU 0.5 at the confidence of the best mean F1)")
+    for column in ("class", "images", "instances", "P", "R", "AP50", "AP50-95"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    rows = metrics.get("per_class") or []
+    shown = "-" if images is None else str(images)
+    table.add_row("all", shown, str(sum(r["instances"] for r in rows)), *(_percent(metrics[k]) for k in ("P", "R", "AP50", "AP")))
+    for r in rows:
+        table.add_row(r["class"], str(r["images"]), str(r["instances"]), *(_percent(r[k]) for k in ("P", "R", "AP50", "AP")))
     return table
 
 
 def train_command(
     out: Path = typer.Option(..., "--out", "-o", help="Run folder: last.pt, metrics.jsonl, summary.json, train.log."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML of TrainConfig fields; options given here override it."),
-    data: Optional[str] = typer.Option(None, help="'synthetic-shapes', a COCO-json folder or file, or a dataset YAML."),
+    data: Optional[str] = typer.Option(None, help="'synthetic-shapes', 'neon-trees', a COCO-json folder or file, a VOC folder, or a dataset YAML."),
     train_size: Optional[int] = typer.Option(None, help="synthetic-shapes: training images."),
     val_size: Optional[int] = typer.Option(None, help="synthetic-shapes: validation images."),
     data_seed: Optional[int] = typer.Option(None, help="synthetic-shapes: generator seed."),
@@ -80,12 +89,17 @@ def train_command(
     optimizer: Optional[str] = typer.Option(None, help="sgd (the reference) | adamw."),
     close_mosaic: Optional[int] = typer.Option(None, help="Last epochs trained without mosaic."),
     val_interval: Optional[int] = typer.Option(None, help="Validate every N epochs and the last."),
+    patience: Optional[int] = typer.Option(None, help="Early stopping: stop after N validated epochs without a better fitness (0: off)."),
     bad_data: Optional[str] = typer.Option(None, help="error | skip: what to do with bad annotations or images."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar per epoch."),
+    overrides: Optional[list[str]] = typer.Option(
+        None, "--set", "-s", help="TrainConfig override KEY=VALUE (dotted: hyp.lr0=0.02; YAML value), applied last; repeatable.",
+    ),
 ) -> None:
     """Train a YOLOv3 detector with a box loss from the registry; writes OUT/summary.json."""
     from pydantic import ValidationError
 
+    from scabench.bench.overrides import apply_overrides, parse_overrides, validation_messages
     from scabench.detectors import BadDataError, NonFiniteLossError, TrainConfig, train
     from scabench.results import LockBusy
 
@@ -95,17 +109,22 @@ def train_command(
         depth=depth, anchors=anchors, img_size=img_size, epochs=epochs, batch_size=batch_size,
         nominal_batch=nominal_batch, loss=loss,
         obj_target=obj_target, seed=seed, device=device, amp=amp, workers=workers, bad_data=bad_data,
-        optimizer=optimizer, close_mosaic=close_mosaic, val_interval=val_interval,
+        optimizer=optimizer, close_mosaic=close_mosaic, val_interval=val_interval, patience=patience,
     ))  # fmt: skip
     if loss_param:
         fields["loss_params"] = {**fields.get("loss_params", {}), **_parse_pairs(loss_param, "--loss-param")}
-    overrides = _hyp_overrides(dict(fields.get("hyp", {}) or {}), hyp, hyp_set)
-    if overrides:
-        fields["hyp"] = overrides
+    hyp_overrides = _hyp_overrides(dict(fields.get("hyp", {}) or {}), hyp, hyp_set)
+    if hyp_overrides:
+        fields["hyp"] = hyp_overrides
+    try:
+        given_sets = parse_overrides(overrides, flat_under=())
+        fields = apply_overrides(fields, given_sets)
+    except ValueError as exc:
+        fail(str(exc))
     try:
         cfg = TrainConfig(**fields)
     except ValidationError as exc:
-        fail(f"invalid training config: {_validation_message(exc)}")
+        fail(f"invalid training config: {'; '.join(validation_messages(exc, TrainConfig, given_sets))}")
     try:
         with _run_lock(out):
             summary = train(cfg, out, progress=progress)
@@ -115,10 +134,17 @@ def train_command(
         fail(f"another run is writing to {out}: {exc}")
     except (BadDataError, ValueError, FileNotFoundError) as exc:
         fail(str(exc))
-    console.print(_metrics_table(f"{cfg.detector} x{cfg.width} {cfg.img_size}px, loss {cfg.loss}: final (NMS IoU 0.65)", summary["metrics"]))
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun: rank 0 reports
+        return
+    metrics = summary["metrics"]
+    console.print(_metrics_table(f"{cfg.detector} x{cfg.width} {cfg.img_size}px, loss {cfg.loss}: final (NMS IoU 0.65)", metrics))
+    if "per_class" in metrics:  # summaries written before P, R and per-class AP have none
+        console.print(_class_table(metrics, summary.get("val_images")))
+    stopped = f" (early stop: patience {cfg.patience})" if summary.get("stopped_early") else ""
+    best = f"; best epoch {summary['best_epoch']} (fitness {summary['best_fitness']:.4f}): {out / 'best.pt'}" if summary.get("best_epoch") else ""
     console.print(
-        f"{summary['epochs']} epochs, {summary['params']:,} parameters, {summary['images_per_second']:.1f} img/s; "
-        f"[bold]{out / 'summary.json'}[/]"
+        f"{summary['epochs']} epochs{stopped}, {summary['params']:,} parameters, {summary['images_per_second']:.1f} img/s; "
+        f"[bold]{out / 'summary.json'}[/]{best}", soft_wrap=True,
     )
 
 
@@ -162,7 +188,7 @@ def _hyp_overrides(overrides: dict[str, Any], hyp: Path | None, hyp_set: list[st
 
 
 def val_command(
-    weights: Path = typer.Option(..., "--weights", "-w", help="A last.pt checkpoint written by scabench train."),
+    weights: Path = typer.Option(..., "--weights", "-w", help="A last.pt or best.pt checkpoint written by scabench train."),
     data: Optional[str] = typer.Option(None, help="Dataset to evaluate on (its val split); default: the checkpoint's."),
     img_size: Optional[int] = typer.Option(None, help="Evaluation size; default: the checkpoint's."),
     batch_size: int = typer.Option(32, help="Images per forward pass."),
@@ -174,7 +200,7 @@ def val_command(
     save_dets: Optional[Path] = typer.Option(None, "--save-dets", help="Also write the COCO results list here."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as one JSON object."),
 ) -> None:
-    """Evaluate a checkpoint on a dataset's validation split (COCO metrics)."""
+    """Evaluate a checkpoint on a dataset's validation split: COCO metrics, P, R and AP per class."""
     import torch
 
     from scabench.detectors import BadDataError, load_checkpoint, model_from_checkpoint
@@ -201,7 +227,7 @@ def val_command(
     try:
         info = load_dataset(
             data or cfg["data"], bad_data=bad_data, train_size=cfg["train_size"], val_size=cfg["val_size"],
-            data_seed=cfg["data_seed"], splits=("val",),
+            data_seed=cfg["data_seed"], splits=("val",), tile_size=cfg.get("tile_size", 400), tile_overlap=cfg.get("tile_overlap", 0.25),
         )  # fmt: skip
         store = ImageStore(info.val.records, size, info.problems)
     except (BadDataError, ValueError) as exc:
@@ -212,7 +238,7 @@ def val_command(
     loader = torch.utils.data.DataLoader(ValSet(store, size), batch_size=batch_size, collate_fn=collate_val, num_workers=workers)
     dets = ev.predict(model, loader, dev, info.category_ids, iou, amp=dev.type == "cuda")
     try:
-        metrics = ev.evaluate_coco(info.coco_ground_truth("val"), dets)
+        metrics = ev.evaluate_coco(info.coco_ground_truth("val"), dets, details=True)
     except ValueError as exc:  # BadDataError included: e.g. a non-finite predicted box
         fail(f"{weights}: its predictions cannot be evaluated: {exc}", code=1)
     if save_dets is not None:
@@ -221,6 +247,7 @@ def val_command(
         sys.stdout.write(json.dumps(metrics) + "\n")
     else:
         console.print(_metrics_table(f"{weights} on {info.root} ({len(store)} images, NMS IoU {iou})", metrics))
+        console.print(_class_table(metrics, len(store)))
         if info.problems.total:
             console.print(info.problems.summary())
 

@@ -17,7 +17,8 @@ from pydantic import ValidationError
 from scabench import losses
 from scabench.bench.config_errors import Problem, pydantic_problems
 from scabench.bench.config_schema import (
-    DATA_AXES, DETECTOR_AXES, IDENTITY_FIELDS, RUNTIME_FIELDS, DataSpec, DetectorSpec, LossEntry, TrainSpec,
+    DATA_AXES, DETECTOR_AXES, IDENTITY_FIELDS, RUNTIME_FIELDS, TILE_SETTINGS, TILED_DATA, DataSpec, DetectorSpec, LossEntry,
+    TrainSpec,
 )  # fmt: skip
 from scabench.bench.grid import Cell
 from scabench.bench.studies.defaults import STUDY_OPTIONS
@@ -27,6 +28,7 @@ from scabench.losses.user import resolve_expression
 # Where a cell-identity field is set instead of ``train:`` (for the "set it under" message).
 _SET_ELSEWHERE = {
     "data": "data:", "train_size": "data:", "val_size": "data:", "data_seed": "data: (seed)", "bad_data": "data:",
+    "tile_size": "data:", "tile_overlap": "data:",
     "detector": "detectors:", "width": "detectors:", "depth": "detectors:",
     "loss": "losses:", "loss_params": "losses:", "seed": "seeds:",
 }  # fmt: skip
@@ -234,6 +236,8 @@ def check_axes(data: dict) -> list[Problem]:
         elif key not in allowed:
             problems.append(Problem(loc, f"unknown axis; use one of {', '.join(allowed)} or hyp.NAME (e.g. hyp.lr0)"))
             continue
+        elif key in DATA_AXES and (wrong_data := _data_axis_problem(data, key)):
+            problems.append(Problem(loc, wrong_data))
         else:
             for i, value in enumerate(values):
                 try:
@@ -246,11 +250,27 @@ def check_axes(data: dict) -> list[Problem]:
     return problems
 
 
+def _data_source(data: dict) -> Any:
+    spec = data.get("data", "synthetic-shapes")
+    return spec.get("source", "synthetic-shapes") if isinstance(spec, dict) else spec
+
+
+def _data_axis_problem(data: dict, key: str) -> str | None:
+    """A data axis the grid's ``data:`` has no use for: tiling off neon-trees, sizes or seed on it."""
+    source, field = _data_source(data), DATA_AXES[key]
+    if field in TILE_SETTINGS and source not in TILED_DATA:
+        return f"{key} is a neon-trees setting; data {source!r} is not tiled"
+    if field not in TILE_SETTINGS and field != "bad_data" and source in TILED_DATA:
+        return f"{key} is a synthetic-shapes setting; {source} has tile_size and tile_overlap"
+    return None
+
+
 def _validate_axis_value(key: str, value: Any) -> None:
     if key in TrainSpec.model_fields:
         TrainSpec.model_validate({key: value})
     elif key in DATA_AXES:
-        DataSpec.model_validate({DATA_AXES[key]: value})
+        source = {"source": TILED_DATA[0]} if DATA_AXES[key] in TILE_SETTINGS else {}
+        DataSpec.model_validate({**source, DATA_AXES[key]: value})
     elif key in DETECTOR_AXES:
         DetectorSpec.model_validate({"name": "x", key: value})
 

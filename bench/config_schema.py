@@ -5,6 +5,7 @@ cells::
 
     name: quick                                   # results go to results/<name> by default
     data: synthetic-shapes                        # or a path, or {source, train_size, val_size, seed}
+                                                  # or neon-trees, {source: neon-trees, tile_size, tile_overlap}
     detectors:
       - {name: yolov3-tiny, width: 0.25}          # or just "yolov3-tiny"; width/depth multipliers
     train: {epochs: 10, img_size: 128, batch_size: 32}   # any trainer setting, hyp: {lr0: ...}
@@ -25,13 +26,15 @@ from __future__ import annotations
 import os
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from scabench.bench.studies import defaults as study_defaults
 from scabench.bench.studies.defaults import STUDIES
 from scabench.devices import parse_device
 
-SYNTHETIC_DATA = ("synthetic-shapes",)
+SYNTHETIC_DATA = ("synthetic-shapes",)  # generated: train_size, val_size, seed
+TILED_DATA = ("neon-trees",)  # embedded real images, tiled: tile_size, tile_overlap
+BUILTIN_DATA = SYNTHETIC_DATA + TILED_DATA  # names, not paths
 
 # Trainer settings a grid may set under ``train:`` or cross under ``axes:``. ``device`` and
 # ``workers`` say where a cell runs, not what it computes: they never enter a cell's hash.
@@ -39,7 +42,11 @@ RUNTIME_FIELDS = ("device", "workers")
 # Fields a cell's identity is built from elsewhere in the grid (not valid as ``axes``).
 IDENTITY_FIELDS = ("data", "detector", "loss", "loss_params", "seed")
 # Axes that come from the data / detector sections rather than ``train:`` (axis -> DataSpec field).
-DATA_AXES = {"train_size": "train_size", "val_size": "val_size", "data_seed": "seed", "bad_data": "bad_data"}
+DATA_AXES = {
+    "train_size": "train_size", "val_size": "val_size", "data_seed": "seed", "bad_data": "bad_data",
+    "tile_size": "tile_size", "tile_overlap": "tile_overlap",
+}  # fmt: skip
+SYNTHETIC_SETTINGS, TILE_SETTINGS = ("train_size", "val_size", "seed"), ("tile_size", "tile_overlap")
 DETECTOR_AXES = ("width", "depth")
 
 # ``auto | cpu | cuda | cuda:N``, the one meaning of a device string (scabench.devices).
@@ -51,13 +58,16 @@ class _Strict(BaseModel):
 
 
 class DataSpec(_Strict):
-    """``data:`` -- a built-in data set name or a path, and the sizes of its splits."""
+    """``data:`` -- a built-in data set name or a path, and the sizes of its splits (synthetic-shapes)
+    or its tiling (neon-trees; bounds as ``detectors.neon_trees``)."""
 
     source: str = "synthetic-shapes"
     train_size: int | None = Field(None, gt=0)
     val_size: int | None = Field(None, gt=0)
     seed: int | None = None
     bad_data: Any = None
+    tile_size: int | None = Field(None, ge=64, le=1024)
+    tile_overlap: float | None = Field(None, ge=0, le=0.75)
 
     @model_validator(mode="before")
     @classmethod
@@ -68,12 +78,24 @@ class DataSpec(_Strict):
     @classmethod
     def _non_empty(cls, value: str) -> str:
         if not value.strip():
-            raise ValueError("give a data set name (synthetic-shapes) or a path")
+            raise ValueError("give a data set name (synthetic-shapes, neon-trees) or a path")
+        return value
+
+    @field_validator(*SYNTHETIC_SETTINGS, *TILE_SETTINGS)
+    @classmethod
+    def _setting_of_the_source(cls, value: Any, info: ValidationInfo) -> Any:
+        source = info.data.get("source")
+        if value is None or source is None:
+            return value
+        if info.field_name in TILE_SETTINGS and source not in TILED_DATA:
+            raise ValueError(f"{info.field_name} is a neon-trees setting; data {source!r} is not tiled")
+        if info.field_name in SYNTHETIC_SETTINGS and source in TILED_DATA:
+            raise ValueError(f"{info.field_name} is a synthetic-shapes setting; {source} has tile_size and tile_overlap")
         return value
 
     @property
     def is_path(self) -> bool:
-        return self.source not in SYNTHETIC_DATA
+        return self.source not in BUILTIN_DATA
 
     def resolved_source(self) -> str:
         """The source with ``~`` and ``$VARS`` expanded (what the trainer gets)."""
@@ -198,13 +220,16 @@ class Resources(_Strict):
     """``resources:`` -- how cells are placed (never part of a cell's identity)."""
 
     gpus_per_cell: int = Field(1, ge=1)
-    cpus_per_cell: int = Field(4, ge=1)
+    cpus_per_cell: int | None = Field(
+        None, ge=1, description="SLURM: CPUs per cell; default what its loader uses (workers + 1 per GPU for training "
+        "cells, 1 for studies), at most a node's CPUs",
+    )
     cpu_cells_at_once: int = Field(
         1, ge=1, description="local executor, CPU cells: how many run at once, each with cores // N threads "
         "(small models train faster as 2 one-thread processes than as one with 2 threads)",
     )
     mem_gb: int | None = Field(None, gt=0)
-    time_min: int = Field(24 * 60, gt=0)
+    time_min: int | None = Field(None, gt=0, description="SLURM: minutes per job; default 24 h, or the partition's limit where lower")
     partition: str | None = None
     array_parallelism: int = Field(64, ge=1)
     slurm_additional: dict[str, Any] = Field(default_factory=dict)

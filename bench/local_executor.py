@@ -1,5 +1,8 @@
 """The local executor: cells in order on this machine, one cell per GPU (or GPU group) at a time.
 
+The progress shows the grid's line (cells done / total, elapsed, an ETA from the durations of
+the cells finished in this run: :func:`grid_eta`) and one line per running cell (its epochs).
+
 Each cell runs in its own process (:func:`bench.cell.cell_command`) that dies with the runner
 (PR_SET_PDEATHSIG), so a kill -9 of ``scabench run`` leaves no orphan training behind. On
 Ctrl-C the running cells get SIGINT, record themselves as interrupted and the runner stops.
@@ -97,14 +100,18 @@ def run_local(cells: list, folder: GridFolder, on_finished: OnFinished, *, gpus:
     places = slots(cells, gpus, gpus_per_cell, cpu_cells)
     threads = max(1, (os.cpu_count() or 1) // len(places)) if len(places) > 1 and places[0] is None else None
     free, pending, running = deque(places), deque(cells), []
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    durations: list[float] = []  # of the cells finished in this run
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[eta]}"))
     with Progress(*columns, console=console, disable=not show, transient=False) as bar:
-        overall = bar.add_task(f"grid ({len(places)} slot{'s' if len(places) > 1 else ''})", total=len(cells))
+        overall = bar.add_task(f"grid ({len(places)} slot{'s' if len(places) > 1 else ''})", total=len(cells), eta="ETA -")
         try:
             while pending or running:
                 while pending and free:
                     running.append(_start(pending.popleft(), free.popleft(), folder, bar, threads))
                 time.sleep(poll)
+                moment = time.time()
+                eta = grid_eta(durations, len(pending), [moment - job.started for job in running], len(places))
+                bar.update(overall, eta=format_eta(eta))
                 for job in list(running):
                     _show_progress(job, folder, bar)
                     code = job.proc.poll()
@@ -115,7 +122,8 @@ def run_local(cells: list, folder: GridFolder, on_finished: OnFinished, *, gpus:
                     job.log.close()
                     bar.remove_task(job.task)
                     status = status_from_exit(code, folder.cell(job.cell.id))
-                    on_finished(job.cell, status, time.time() - job.started)
+                    durations.append(time.time() - job.started)
+                    on_finished(job.cell, status, durations[-1])
                     if status == "interrupted":
                         raise KeyboardInterrupt
                     bar.advance(overall)
@@ -123,6 +131,25 @@ def run_local(cells: list, folder: GridFolder, on_finished: OnFinished, *, gpus:
             _stop(running)
             return False
     return True
+
+
+def grid_eta(durations: list[float], waiting: int, running_elapsed: list[float], places: int) -> float | None:
+    """Seconds until the grid is done: every unfinished cell is expected to take the mean duration
+    of the cells finished so far in this run (a running cell that much minus what it has run),
+    the work shared by the ``places`` that run cells at once. None before any cell finished."""
+    if not durations:
+        return None
+    mean = sum(durations) / len(durations)
+    left = waiting * mean + sum(max(mean - elapsed, 0.0) for elapsed in running_elapsed)
+    return left / max(places, 1)
+
+
+def format_eta(seconds: float | None) -> str:
+    """``ETA 0:04:05``, or ``ETA -`` while unknown."""
+    if seconds is None:
+        return "ETA -"
+    whole = int(round(seconds))
+    return f"ETA {whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
 
 
 def _stop(running: list[_Running], grace: float = 30.0) -> None:
@@ -162,7 +189,7 @@ def _start(cell: Any, slot: Slot, folder: GridFolder, bar: Any, threads: int | N
         env=env,
         preexec_fn=_die_with(os.getpid()) if sys.platform.startswith("linux") else None,
     )
-    task = bar.add_task(f"  {escape(cell.label)}", total=cell.epochs if cell.kind == "train" else 100)
+    task = bar.add_task(f"  {escape(cell.label)}", total=cell.epochs if cell.kind == "train" else 100, eta="")
     return _Running(cell, proc, slot, task, log, time.time())
 
 

@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("scabench", "torch", "torchvision", "numpy", "pycocotools", "pandas", "pydantic", "submitit")
+PACKAGES = ("scabench", "torch", "torchvision", "numpy", "pycocotools", "pandas", "pydantic", "submitit", "deepforest")
 
 
 @functools.cache

@@ -1,8 +1,10 @@
-"""A run's checkpoint ``last.pt``: its format tag, reading it back, and the detector it holds.
+"""A run's checkpoints ``last.pt`` and ``best.pt``: the format tag, reading one back, the detector it holds.
 
 Written by :mod:`detectors.trainer` after every epoch (model, EMA, optimizer, scaler, the box
-loss's state, per-epoch history, the config and what was resolved from it), like nanoGPT's
-checkpoint with its resolved config; read by resume and by ``scabench val``.
+loss's state, per-epoch history, the best fitness and its epoch, the config and what was
+resolved from it), like nanoGPT's checkpoint with its resolved config; read by resume and by
+``scabench val``. ``best.pt`` is a copy of ``last.pt`` taken at the validated epoch of the
+highest fitness (:func:`detectors.evaluate.fitness`), as ultralytics keeps it.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from torch import nn
 
 from scabench.detectors.config import TrainConfig
 from scabench.detectors.models import build_model
+from scabench.results.files import BEST_CHECKPOINT  # noqa: F401  (re-exported: beside last.pt in the run folder)
 
 CHECKPOINT_FORMAT = "scabench-yolov3-v1"
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Read a ``last.pt`` written by :func:`detectors.train`."""
+    """Read a ``last.pt`` or ``best.pt`` written by :func:`detectors.train`."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")

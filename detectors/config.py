@@ -64,10 +64,16 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    data: str = Field("synthetic-shapes", description="'synthetic-shapes', a COCO-json folder or file, or a dataset YAML")
+    data: str = Field(
+        "synthetic-shapes", description="'synthetic-shapes', 'neon-trees', a COCO-json folder or file, a VOC folder, or a dataset YAML"
+    )
     train_size: int = Field(TRAIN_SIZE, ge=1, description="synthetic-shapes: training images")
     val_size: int = Field(VAL_SIZE, ge=1, description="synthetic-shapes: validation images")
     data_seed: int = Field(0, ge=0, description="synthetic-shapes: generator seed")
+    # neon-trees' tiling (detectors.neon_trees: TILE_SIZE, TILE_OVERLAP and their bounds; literal
+    # here so that this module does not import torch)
+    tile_size: int = Field(400, ge=64, le=1024, description="neon-trees: tile side in px")
+    tile_overlap: float = Field(0.25, ge=0, le=0.75, description="neon-trees: overlap of neighbouring tiles (fraction of tile_size)")
     detector: Literal["yolov3-tiny", "yolov3", "yolov3-spp"] = "yolov3-tiny"
     width: float = Field(1.0, gt=0, le=4)
     depth: float = Field(1.0, gt=0, le=4)
@@ -95,6 +101,10 @@ class TrainConfig(BaseModel):
     )
     close_mosaic: int = Field(0, ge=0, description="last epochs trained without mosaic (ultralytics' close_mosaic; 0: mosaic throughout, as the paper)")
     val_interval: int = Field(1, ge=1, description="validate every N epochs and the last (rows in between carry no AP); the final summary is always evaluated")
+    patience: int | None = Field(
+        None, ge=0, description="early stopping (ultralytics' patience): stop after this many validated epochs without a better "
+        "fitness (detectors.evaluate.fitness); None or 0: off, as benchmark grids keep it (equal budgets for every loss)",
+    )
     bad_data: Literal["error", "skip"] = "error"
 
     @field_validator("img_size")

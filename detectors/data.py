@@ -3,15 +3,20 @@
 ``load_dataset(data, ...)`` accepts
 
 - ``"synthetic-shapes"`` (generated once and cached, see :mod:`detectors.synthetic`);
+- ``"neon-trees"`` (real tree crowns from the deepforest wheel, tiled once and cached, see
+  :mod:`detectors.neon_trees`);
 - a COCO-json folder holding ``train.json`` and ``val.json`` (or
   ``annotations/instances_train*.json`` and ``annotations/instances_val*.json``), image
   ``file_name`` resolved against the json's folder, ``images/``, the folder above, or the
   split folder named after the json (``instances_val2017.json`` -> ``val2017/``);
+- a Pascal VOC folder (``Annotations/``, ``JPEGImages/``, optionally ``ImageSets/Main``; see
+  :mod:`detectors.voc`);
 - a single COCO-json annotation file (used for training and validation alike: a warning says so);
 - a dataset YAML in the usual YOLO form (``path``, ``train``, ``val``, ``names`` or ``nc``)
   whose ``train``/``val`` are image folders, text files listing images, or COCO-json files.
 
-The annotation formats and their bad-data checks are :mod:`detectors.readers`. Every image is
+The annotation formats and their bad-data checks are :mod:`detectors.readers` (COCO),
+:mod:`detectors.yolo_labels` and :mod:`detectors.voc`. Every image is
 decoded once before training (:class:`ImageStore`, in threads), so no bad sample surfaces
 half-way through an epoch; small datasets keep the decoded, resized images in memory.
 ``train_loader`` / ``val_loader`` build the loaders the trainer, ``scabench val`` and the
@@ -34,9 +39,11 @@ from PIL import Image, UnidentifiedImageError
 from torchvision.ops import box_convert
 
 from scabench.detectors import augment
+from scabench.detectors.neon_trees import TILE_OVERLAP, TILE_SIZE, ensure_neon_trees
 from scabench.detectors.readers import BadDataError, ImageRecord, Problems, read_coco
 from scabench.detectors.yolo_labels import list_images, read_dataset_yaml, read_yolo
 from scabench.detectors.synthetic import TRAIN_SIZE, VAL_SIZE, ensure_synthetic_shapes
+from scabench.detectors.voc import is_voc_folder, read_voc
 
 RAM_CACHE_BYTES = int(os.environ.get("SCABENCH_RAM_CACHE_MB", "2048")) * 2**20
 
@@ -89,24 +96,35 @@ def load_dataset(
     val_size: int = VAL_SIZE,
     data_seed: int = 0,
     splits: tuple[str, ...] = ("train", "val"),
+    tile_size: int = TILE_SIZE,
+    tile_overlap: float = TILE_OVERLAP,
 ) -> DatasetInfo:
-    """Read a dataset's records (not its pixels); see the module docstring for what ``data`` may be."""
+    """Read a dataset's records (not its pixels); see the module docstring for what ``data`` may be.
+
+    ``train_size``, ``val_size``, ``data_seed``: synthetic-shapes; ``tile_size``, ``tile_overlap``: neon-trees.
+    """
     problems = Problems(bad_data)
     if data == "synthetic-shapes":
         path = ensure_synthetic_shapes(train_size, val_size, data_seed)
+    elif data == "neon-trees":
+        path = ensure_neon_trees(tile_size, tile_overlap)
     else:
         path = Path(data).expanduser()
         if not path.exists():
-            raise BadDataError(f"dataset {data!r} not found (give 'synthetic-shapes', a COCO folder or json, or a dataset yaml)")
+            raise BadDataError(
+                f"dataset {data!r} not found (give 'synthetic-shapes', 'neon-trees', a COCO folder or json, a VOC folder or a dataset yaml)"
+            )
 
     if path.is_dir():
         pair = _coco_pair(path)
         if pair is None:
+            if is_voc_folder(path):
+                return _voc_dataset(path, problems, splits)
             for name in ("data.yaml", "dataset.yaml"):
                 if (path / name).is_file():
                     return load_dataset(str(path / name), bad_data=bad_data, splits=splits)
             raise BadDataError(
-                f"{path}: no train.json/val.json, annotations/instances_{{train,val}}*.json or data.yaml found"
+                f"{path}: no train.json/val.json, annotations/instances_{{train,val}}*.json, Annotations/ (VOC) or data.yaml found"
             )
         return _coco_dataset(pair[0], pair[1], problems, None, str(path), splits)
     if path.suffix == ".json":
@@ -127,6 +145,12 @@ def _coco_dataset(train_json: Path, val_json: Path, problems: Problems, root: Pa
         train_records = []
     names = [str(c.get("name", c["id"])) for c in cats]
     return _usable(DatasetInfo(names, [c["id"] for c in cats], Split(train_records, str(train_json)), Split(val_records, str(val_json)), problems, where), splits)
+
+
+def _voc_dataset(folder: Path, problems: Problems, splits) -> DatasetInfo:
+    names, read = read_voc(folder, problems, splits)
+    train, val = (Split(*read[name]) if name in read else Split([], "") for name in ("train", "val"))
+    return _usable(DatasetInfo(names, list(range(1, len(names) + 1)), train, val, problems, str(folder)), splits)
 
 
 def _yaml_dataset(path: Path, problems: Problems, splits) -> DatasetInfo:

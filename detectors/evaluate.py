@@ -5,6 +5,9 @@ fractions, read from COCOeval's precision array ``[T, R, K, A, M]`` by index (RE
 thresholds 0.50:0.05:0.95 so AP50/65/75/80/90 are t = 0/3/5/6/8; area "all" and 100
 detections per image for the AP columns, small/medium/large over all thresholds for APs/m/l.
 A value with nothing to average (e.g. APl without large objects) is -1, as pycocotools prints.
+With ``details=True`` the result also holds ``P`` and ``R`` (:func:`precision_recall`, as
+ultralytics defines them) and ``per_class`` (AP and AP50 per class, the same function), all
+read from the same COCOeval; :func:`fitness` is ultralytics' model-selection score.
 Inputs are checked before pycocotools sees them: a bad entry is a ``BadDataError`` naming the
 file, the entry and the key, never a KeyError from inside pycocotools.
 """
@@ -16,7 +19,7 @@ import copy
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -109,17 +112,100 @@ def check_detections_against(coco_gt, dets: list[dict], source: str = "detection
 def metrics_from_eval(coco_eval) -> dict[str, float]:
     """The nine metrics from an evaluated-and-accumulated COCOeval (precision by index)."""
     precision = coco_eval.eval["precision"]  # [T, R, K, A, M]
-
-    def mean(p: np.ndarray) -> float:
-        valid = p[p > -1]
-        return float(valid.mean()) if valid.size else -1.0
-
-    out = {"AP": mean(precision[:, :, :, 0, -1])}
+    out = {"AP": _mean_valid(precision[:, :, :, 0, -1])}
     for name, t in _THRESHOLD_INDEX.items():
-        out[name] = mean(precision[t, :, :, 0, -1])
+        out[name] = _mean_valid(precision[t, :, :, 0, -1])
     for name, a in _AREA_INDEX.items():
-        out[name] = mean(precision[:, :, :, a, -1])
+        out[name] = _mean_valid(precision[:, :, :, a, -1])
     return {k: out[k] for k in METRICS}
+
+
+def metrics_with_details(coco_eval) -> dict[str, Any]:
+    """:func:`metrics_from_eval` plus ``P``, ``R`` and ``per_class`` (:func:`precision_recall`)."""
+    p, r, rows = precision_recall(coco_eval)
+    return {**metrics_from_eval(coco_eval), "P": p, "R": r, "per_class": rows}
+
+
+def fitness(metrics: dict[str, float]) -> float:
+    """ultralytics' fitness, what ``best.pt`` and early stopping maximise: 0.1 AP50 + 0.9 AP50-95
+    (``Metric.fitness`` in ultralytics/utils/metrics.py: weights [0, 0, 0.1, 0.9] on [P, R, AP50, AP])."""
+    return round(0.1 * metrics["AP50"] + 0.9 * metrics["AP"], 6)
+
+
+def _smooth(y: np.ndarray, fraction: float) -> np.ndarray:
+    """Box filter over ``fraction`` of the points, ends padded (ultralytics' ``smooth``)."""
+    width = round(len(y) * fraction * 2) // 2 + 1
+    pad = np.ones(width // 2)
+    return np.convolve(np.concatenate((pad * y[0], y, pad * y[-1])), np.ones(width) / width, mode="valid")
+
+
+def _class_matches(coco_eval, k: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Class ``k``'s detections at IoU 0.5 as pycocotools matched them (area all, the last maxDets
+    column, read from ``evalImgs`` as ``COCOeval.accumulate`` reads it): their scores (descending)
+    and true-positive flags without the ignored ones (matched to a crowd box), the number of
+    ground-truth boxes that count, and of images holding one."""
+    p = coco_eval.params
+    n_area, n_img = len(p.areaRng), len(p.imgIds)
+    start = k * n_area * n_img  # evalImgs: category-major, then area range (0 = all), then image
+    found = [e for e in coco_eval.evalImgs[start : start + n_img] if e is not None]
+    if not found:
+        return np.zeros(0), np.zeros(0, bool), 0, 0
+    scores = np.concatenate([e["dtScores"] for e in found])
+    order = np.argsort(-scores, kind="mergesort")
+    matched = np.concatenate([e["dtMatches"][0] for e in found])[order] > 0
+    ignored = np.concatenate([e["dtIgnore"][0] for e in found])[order].astype(bool)
+    counted = [int(np.count_nonzero(e["gtIgnore"] == 0)) for e in found]
+    return scores[order][~ignored], matched[~ignored], sum(counted), sum(c > 0 for c in counted)
+
+
+def precision_recall(coco_eval) -> tuple[float, float, list[dict]]:
+    """P, R and the per-class rows of an accumulated COCOeval, P and R as ultralytics defines them.
+
+    ultralytics (``ap_per_class`` in ultralytics/utils/metrics.py): for each class with ground
+    truth, precision and recall at IoU 0.5 as functions of the confidence threshold, sampled at
+    1000 thresholds in [0, 1]; the mean F1 over the classes, smoothed by a box filter over 10 %
+    of the range, picks one threshold, and P and R are the mean over the classes of precision
+    and recall there (a class without detections counts 0). The true and false positives are
+    pycocotools' own matches (:func:`_class_matches`), so P and R describe the same matching as
+    AP; ultralytics matches with its own code and every detection. Without ground truth P = R = -1.
+    Rows (classes with ground truth only, as ultralytics prints): class, images, instances, P, R,
+    AP50, AP (AP50-95), from the precision array of class ``k``.
+    """
+    p = coco_eval.params
+    thresholds = np.linspace(0, 1, 1000)
+    found, p_curves, r_curves = [], [], []
+    for k, cat_id in enumerate(p.catIds):
+        scores, tp, n_gt, n_images = _class_matches(coco_eval, k)
+        if not n_gt:
+            continue
+        found.append((k, cat_id, n_images, n_gt))
+        if not len(scores):
+            p_curves.append(np.zeros_like(thresholds))
+            r_curves.append(np.zeros_like(thresholds))
+            continue
+        true, false = np.cumsum(tp), np.cumsum(~tp)
+        r_curves.append(np.interp(-thresholds, -scores, true / n_gt, left=0))
+        p_curves.append(np.interp(-thresholds, -scores, true / (true + false), left=1))
+    if not found:
+        return -1.0, -1.0, []
+    precision, recall = np.array(p_curves), np.array(r_curves)
+    f1 = 2 * precision * recall / (precision + recall + 1e-16)
+    best = int(_smooth(f1.mean(0), 0.1).argmax())
+    at_best_p, at_best_r = precision[:, best], recall[:, best]
+    curve = coco_eval.eval["precision"]  # [T, R, K, A, M]
+    rows = []
+    for (k, cat_id, n_images, n_gt), pk, rk in zip(found, at_best_p, at_best_r):
+        name = coco_eval.cocoGt.cats.get(cat_id, {}).get("name", str(cat_id))
+        rows.append({
+            "class": str(name), "images": n_images, "instances": n_gt, "P": round(float(pk), 6), "R": round(float(rk), 6),
+            "AP50": _mean_valid(curve[0, :, k, 0, -1]), "AP": _mean_valid(curve[:, :, k, 0, -1]),
+        })  # fmt: skip
+    return float(at_best_p.mean()), float(at_best_r.mean()), rows
+
+
+def _mean_valid(p: np.ndarray) -> float:
+    valid = p[p > -1]
+    return float(valid.mean()) if valid.size else -1.0
 
 
 def _fast_coco_eval_class():
@@ -215,7 +301,7 @@ def _results_index(coco_gt, dets: list[dict], copy_dets: bool = True):
     return res
 
 
-def evaluate_coco(gt_json: str | Path | dict | Any, dets_json: str | Path | list) -> dict[str, float]:
+def evaluate_coco(gt_json: str | Path | dict | Any, dets_json: str | Path | list, *, details: bool = False) -> dict[str, Any]:
     """COCO box metrics of a results list against ground truth (paths, or loaded dict / list).
 
     Any image and category ids work; both inputs are checked (:func:`load_ground_truth`,
@@ -224,24 +310,25 @@ def evaluate_coco(gt_json: str | Path | dict | Any, dets_json: str | Path | list
     ground truth has boxes in the metric's area range and -1 where it has none, as COCOeval.
     Detections are read as pycocotools' ``loadRes`` reads them (area = w * h, ids in list
     order) and evaluated with COCOeval (``iouType="bbox"``, default parameters); the matching
-    step skips detections that cannot match (exact, see ``FastCOCOeval``).
+    step skips detections that cannot match (exact, see ``FastCOCOeval``). ``details``: also
+    P, R and per-class AP (:func:`metrics_with_details`).
     """
     coco_gt = gt_json if hasattr(gt_json, "getImgIds") else load_ground_truth(gt_json)
     dets = load_detections(dets_json)
     check_detections_against(coco_gt, dets, "detections" if isinstance(dets_json, list) else str(dets_json))
-    return _evaluate(coco_gt, dets, copy_dets=True)
+    return _evaluate(coco_gt, dets, copy_dets=True, details=details)
 
 
-def evaluate_predictions(coco_gt, dets: list[dict]) -> dict[str, float]:
+def evaluate_predictions(coco_gt, dets: list[dict], *, details: bool = False) -> dict[str, Any]:
     """:func:`evaluate_coco` of :func:`predict`'s fresh results against a :func:`load_ground_truth` index.
 
     No checks of the dicts, and they gain pycocotools' id, area and iscrowd keys in place (no
     copies): the per-epoch validation of the trainer.
     """
-    return _evaluate(coco_gt, dets, copy_dets=False)
+    return _evaluate(coco_gt, dets, copy_dets=False, details=details)
 
 
-def _evaluate(coco_gt, dets: list[dict], copy_dets: bool) -> dict[str, float]:
+def _evaluate(coco_gt, dets: list[dict], copy_dets: bool, details: bool = False) -> dict[str, Any]:
     with _quiet():
         coco_dt = _results_index(coco_gt, dets, copy_dets)
         ev = _fast_coco_eval_class()(coco_gt, coco_dt, "bbox")
@@ -250,7 +337,7 @@ def _evaluate(coco_gt, dets: list[dict], copy_dets: bool) -> dict[str, float]:
         ev.params.maxDets = ev.params.maxDets[-1:]
         ev.evaluate()
         ev.accumulate()
-    return metrics_from_eval(ev)
+    return metrics_with_details(ev) if details else metrics_from_eval(ev)
 
 
 def non_max_suppression(
@@ -307,22 +394,72 @@ def to_coco_results(
 
 
 @torch.no_grad()
-def predict(model, loader, device: torch.device, category_ids: list[int], iou: float, amp: bool = False, channels_last: bool = False) -> list[dict]:
-    """Run ``model`` (eval mode) over a validation loader; COCO results list."""
+def predict(
+    model, loader, device: torch.device, category_ids: list[int], iou: float, amp: bool = False, channels_last: bool = False,
+    on_raw: Callable[[list[Tensor], Tensor], None] | None = None,
+) -> list[dict]:
+    """Run ``model`` (eval mode) over a validation loader; COCO results list.
+
+    ``on_raw(raw, meta)``, if given, hears of every batch's raw head outputs (the training
+    layout, :func:`raw_head_outputs`) with its meta rows: the validation losses, from the same
+    forward pass.
+    """
     was_training = model.training
     model.eval()
     results: list[dict] = []
     try:
-        for images, meta in loader:
-            images = images.to(device, non_blocking=True)
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
-                pred = model(images.float() / 255)
-            results += to_coco_results(non_max_suppression(pred.float(), iou=iou), meta, category_ids)
+        with raw_head_outputs(model) if on_raw is not None else contextlib.nullcontext([]) as raw:
+            for images, meta in loader:
+                images = images.to(device, non_blocking=True)
+                if channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
+                    pred = model(images.float() / 255)
+                if on_raw is not None:
+                    on_raw(list(raw), meta)
+                    raw.clear()
+                results += to_coco_results(non_max_suppression(pred.float(), iou=iou), meta, category_ids)
     finally:
         model.train(was_training)
     return results
+
+
+@contextlib.contextmanager
+def raw_head_outputs(model) -> Iterator[list[Tensor]]:
+    """While inside, every forward of ``model`` appends its head's raw per-level outputs to the
+    yielded list, laid out as ``Detect.forward`` returns them in training mode
+    (``[batch, anchors, ny, nx, 5 + classes]``, logits): what :class:`detectors.loss.YoloLoss`
+    takes, from an eval-mode forward that returns decoded boxes."""
+    head, raw = model.detect, []
+
+    def keep(conv, inputs, out: Tensor) -> None:
+        bs, _, ny, nx = out.shape
+        raw.append(out.view(bs, head.na, head.no, ny, nx).permute(0, 1, 3, 4, 2).contiguous())
+
+    hooks = [conv.register_forward_hook(keep) for conv in head.m]
+    try:
+        yield raw
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def letterboxed_targets(meta: Tensor, boxes_of: dict[int, tuple[np.ndarray, np.ndarray]], img_size: int) -> Tensor:
+    """The training targets ``[n, 6]`` (image in batch, class, cx, cy, w, h normalised) of a
+    validation batch: each image's boxes (``boxes_of[image_id]`` = (xyxy in original pixels,
+    classes), as :class:`readers.ImageRecord` holds them) scaled and padded as ``ValSet``
+    letterboxed the image (``meta`` rows: image_id, ratio, pad left, pad top, width, height);
+    the labels an unaugmented ``TrainSet`` sample of the image has."""
+    rows = []
+    for b, (image_id, ratio, left, top, _, _) in enumerate(meta.tolist()):
+        boxes, classes = boxes_of[int(image_id)]
+        if not len(boxes):
+            continue
+        xyxy = torch.from_numpy(boxes).double() * ratio + torch.tensor([left, top, left, top], dtype=torch.float64)
+        xywh = box_convert(xyxy, "xyxy", "cxcywh") / img_size
+        index = torch.full((len(boxes), 1), float(b), dtype=torch.float64)
+        rows.append(torch.cat((index, torch.from_numpy(classes).double()[:, None], xywh), 1))
+    return torch.cat(rows).float() if rows else torch.zeros((0, 6))
 
 
 def bootstrap_over_images(gt: str | Path | dict, runs: dict[str, list[dict]], *, n: int = 100, seed: int = 0) -> list[dict]:

@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -154,14 +155,26 @@ def ensure_synthetic_shapes(train_size: int = TRAIN_SIZE, val_size: int = VAL_SI
     """Generate (once) and return the COCO-json folder of a synthetic-shapes dataset."""
     if train_size < 1 or val_size < 1:
         raise ValueError(f"synthetic-shapes needs train_size and val_size >= 1, got {train_size}, {val_size}")
-    final = dataset_dir(train_size, val_size, seed)
+
+    def write(tmp: Path) -> None:
+        _write_split(tmp, "val", val_size, seed)
+        _write_split(tmp, "train", train_size, seed)
+
+    return cached_folder(dataset_dir(train_size, val_size, seed), write)
+
+
+def cached_folder(final: Path, write: Callable[[Path], None]) -> Path:
+    """``final``, written once by ``write(folder)`` (a COCO-json folder: train.json and val.json).
+
+    ``write`` fills a temporary folder beside ``final`` that is then renamed into place, so
+    concurrent runs never see a half-written dataset (the first rename wins).
+    """
     if (final / "val.json").exists() and (final / "train.json").exists():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=final.name + ".tmp-", dir=final.parent))
     try:
-        _write_split(tmp, "val", val_size, seed)
-        _write_split(tmp, "train", train_size, seed)  # train.json last: it marks completion
+        write(tmp)
         try:
             os.replace(tmp, final)
         except OSError:  # another process finished first

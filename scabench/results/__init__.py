@@ -14,6 +14,7 @@ A run folder (a grid's cell, or the ``--out`` of ``scabench train``)::
     train.log        the trainer's log                     failure.json  where a non-finite loss stopped it
     progress.json    a study's progress                    .lock         held by the process running it
     trainer_config.json  the trainer's full config, defaults filled in (a grid cell's)
+    best.pt          last.pt of the fittest validated epoch  tensorboard/  TensorBoard event files
 
 Writes are atomic (a temporary file beside the target, then ``os.replace``), so a reader or a run
 killed at any moment sees the old file or the new one, never half of one. A file that is there

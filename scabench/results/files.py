@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 CONFIG, RECORD, SUMMARY, METRICS = "config.json", "record.json", "summary.json", "metrics.jsonl"
 CHECKPOINT, LOG, TRAIN_LOG, FAILURE = "last.pt", "log.txt", "train.log", "failure.json"
+BEST_CHECKPOINT, TENSORBOARD = "best.pt", "tensorboard"  # the fittest epoch's checkpoint; event files
 PROGRESS, RUN_LOCK, TRAINER_CONFIG = "progress.json", ".lock", "trainer_config.json"
 GRID_COPY, PLAN, GRID_LOCK, CELLS = "grid.yaml", "plan.csv", ".run.lock", "cells"
 FIGURES, SLURM_LOGS = "figures", "slurm"
