@@ -48,6 +48,11 @@ class GridBusy(RuntimeError):
     """Another ``scabench run`` holds this results folder."""
 
 
+class CannotRun(GridBusy):
+    """The executor cannot run these cells as asked (a SLURM request no node can satisfy); the CLI
+    exits 2 with the message. A GridBusy so that ``scabench run`` already exits 2 on it."""
+
+
 def prepare(cells: list, out: str | Path, grid: Any = None, *, console: Any = None) -> GridFolder:
     """Create the results folder, its cell folders (``config.json``) and ``plan.csv``.
 
