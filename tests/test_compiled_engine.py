@@ -155,11 +155,11 @@ def test_without_a_compiler_the_study_runs_eager_and_says_so_once(tmp_path, monk
     warning for all losses; ``compiled`` asked for explicitly fails with the reason."""
     import torch._inductor.config as inductor_config
 
-    monkeypatch.setattr(inductor_config.cpp, "cxx", (None, str(tmp_path / "no-such-c++")))
     from scabench.bench.studies import convergence
 
     monkeypatch.setattr(convergence, "_WARNED", set())
-    with C.inductor_cache(str(tmp_path / "inductor")):
+    no_compiler = {"cpp.cxx": (None, str(tmp_path / "no-such-c++"))}
+    with inductor_config.patch(no_compiler), C.inductor_cache(str(tmp_path / "inductor")):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = S.simulate_convergence(["eiou", "siou"], points=1, iterations=2)

@@ -16,19 +16,13 @@ from scabench.bench.local_executor import format_eta, grid_eta
 from scabench.detectors import TrainConfig, build_model, load_checkpoint, train
 from scabench.detectors import evaluate as ev
 from scabench.detectors import trainer as train_module
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("SCABENCH_CACHE", str(tmp_path_factory.getbasetemp() / "scabench-cache"))
+from tests.test_detectors_training import _cache  # noqa: F401  (autouse: the shared synthetic-data cache)
+from tests.test_detectors_training import tiny as _tiny
 
 
 def tiny(**kw) -> TrainConfig:
-    base = dict(
-        data="synthetic-shapes", train_size=48, val_size=16, img_size=64, width=0.25, epochs=3, batch_size=16,
-        loss="sca", workers=0, device="cpu",
-    )  # fmt: skip
-    return TrainConfig(**{**base, **kw})
+    """The training tests' tiny run, 3 epochs (so that best.pt and patience have a choice)."""
+    return _tiny(**{"epochs": 3, **kw})
 
 
 def _rows(out) -> list[dict]:
