@@ -289,14 +289,15 @@ class _CompileClock:
 def _run_per_target(loss, cases, rates, chunk, dtype, device, progress, label, clock) -> tuple[np.ndarray, np.ndarray]:
     """Chunks of one target's cases, each regressed for all T steps before the next."""
     n_targets = cases.targets.shape[0]
+    start, centre_grid = cases.start_state(dtype, device), cases.target_state(dtype, device)
     # [4, P, 7, 49] -> [4, 7, P * 49]: the cases of each target side by side
-    state = cases.start_state(dtype, device).movedim(2, 1).reshape(4, n_targets, -1)
+    state = start.movedim(2, 1).reshape(4, n_targets, -1)
     targets = cases.target_boxes(dtype, device)[0, :, 0].T.contiguous()  # [4, 7] xyxy
-    centres = cases.target_state(dtype, device).reshape(4, n_targets)  # [4, 7] (cx, cy, w, h)
+    centres = centre_grid.reshape(4, n_targets)  # [4, 7] (cx, cy, w, h)
     per_target = state.shape[2]
     etas = torch.tensor(list(rates), dtype=dtype, device=device)
     curve = np.zeros(len(rates) + 1)
-    curve[0] = float(point_errors(cases.start_state(dtype, device), cases.target_state(dtype, device)).sum())
+    curve[0] = float(point_errors(start, centre_grid).sum())
     lanes = torch.empty(4, chunk, dtype=dtype, device=device)
     valid = torch.empty(chunk, dtype=torch.bool, device=device)
     step = clock.compile(loss, [lanes.zero_() + 1, targets[:, :1], centres[:, :1], etas[0], valid.fill_(True)])
@@ -317,16 +318,15 @@ def _run_per_target(loss, cases, rates, chunk, dtype, device, progress, label, c
             progress(label, done / len(slabs))
     curve[1:] = sums.cpu().numpy()
     final = state.reshape(4, n_targets, cases.n_points, -1).movedim(1, 2)  # back to [4, P, 7, 49]
-    return curve, point_errors(final, cases.target_state(dtype, device)).cpu().numpy()
+    return curve, point_errors(final, centre_grid).cpu().numpy()
 
 
 def _run_whole(loss, cases, rates, dtype, device, progress, label, clock) -> tuple[np.ndarray, np.ndarray]:
     """All cases in one chunk (stateful losses, CUDA): the first step eager when the loss
     creates its state on its first call, then compiled steps with the state passed through."""
-    shape = cases.start_state(dtype, device).shape
-    state = cases.start_state(dtype, device).reshape(4, -1)
-    centre_grid = cases.target_state(dtype, device)
-    targets = cases.target_boxes(dtype, device).movedim(-1, 0).reshape(4, -1).contiguous()
+    start, centre_grid, boxes = cases.start_state(dtype, device), cases.target_state(dtype, device), cases.target_boxes(dtype, device)
+    shape, state = start.shape, start.reshape(4, -1)
+    targets = boxes.movedim(-1, 0).reshape(4, -1).contiguous()
     centres = centre_grid.expand(shape).reshape(4, -1).contiguous()
     etas = torch.tensor(list(rates), dtype=dtype, device=device)
     valid = torch.ones(1, dtype=torch.bool, device=device)
@@ -334,7 +334,7 @@ def _run_whole(loss, cases, rates, dtype, device, progress, label, clock) -> tup
     curve[0] = float(point_errors(state.view(shape), centre_grid).sum())
     first = 0
     if loss.spec.stateful and not _running_state(loss)[0]:
-        state = autograd_step(loss, state.view(shape), cases.target_boxes(dtype, device), float(rates[0])).reshape(4, -1)
+        state = autograd_step(loss, start, boxes, float(rates[0])).reshape(4, -1)
         curve[1] = float(point_errors(state.view(shape), centre_grid).sum())
         first = 1
     carried, spec = _running_state(loss) if loss.spec.stateful else ([], None)
